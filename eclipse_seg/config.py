@@ -1,0 +1,221 @@
+"""Experiment configuration: plain dataclasses, loaded from YAML, overridden by `key=value` pairs.
+
+Unknown keys and values of the wrong type are errors that name the dotted key, so a typo never
+silently trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eclipse_seg.errors import ConfigError
+from eclipse_seg.losses import LossConfig
+from eclipse_seg.model.mask2former import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how training images are augmented."""
+
+    dataset: str = "synthetic"  # "synthetic" (generated into `root` when absent) or "coco_panoptic"
+    root: str = "data/synthetic"
+    train_json: str = "train/panoptic.json"  # paths relative to `root` unless absolute
+    train_png_dir: str = "train/panoptic"
+    train_image_dir: str = "train/images"
+    val_json: str = "val/panoptic.json"
+    val_png_dir: str = "val/panoptic"
+    val_image_dir: str = "val/images"
+    catalog: str = ""  # "ade20k" / "coco": official class order and thing flags; "" = from the JSON
+    synthetic_train: int = 400
+    synthetic_val: int = 100
+    synthetic_size: int = 64
+    synthetic_seed: int = 0
+    # augmentation (Mask2Former ADE recipe: resize short side by 0.5-2.0 of base, crop, flip)
+    base_size: int = 640
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    crop_size: int = 640
+    flip: bool = True
+    color_jitter: bool = True
+    max_val_images: int = 0  # 0 = all
+
+
+@dataclass
+class SolverConfig:
+    """Step-0 optimisation (official: AdamW 1e-4, wd 0.05, backbone x0.1, poly 0.9, clip 0.01)."""
+
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    weight_decay_norm: float = 0.0
+    weight_decay_embed: float = 0.0
+    backbone_multiplier: float = 0.1
+    iterations: int = 160000
+    poly_power: float = 0.9
+    clip_grad_norm: float = 0.01
+    amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16", "fp16"
+    seed: int = 0
+    log_period: int = 20
+    checkpoint_period: int = 1000
+    eval_period: int = 0  # 0 = evaluate only at the end of a step
+    compile: bool = False
+
+
+@dataclass
+class ContinualConfig:
+    """The scenario and ECLIPSE's prompt-tuning settings for steps >= 1."""
+
+    scenario: str = ""  # "100-5", "6,2,2,2", ...; "" = one step with every class
+    order: list = field(default_factory=list)  # class order (category ids); [] = catalog/official
+    method: str = "eclipse"  # "eclipse", "finetune", "joint"
+    num_prompts: int = 10
+    deltas: list = field(default_factory=lambda: [0.0])
+    lr: float = 5e-4
+    iterations: int = 12000
+    batch_size: int = 0  # 0 = solver.batch_size
+    class_weight: float = 10.0
+    train_no_object_head: bool = True  # official quirk: the shared no-object head stays trainable
+
+
+@dataclass
+class TestConfig:
+    object_mask_threshold: float = 0.0
+    overlap_threshold: float = 0.0
+    panoptic_on: bool = True
+    semantic_on: bool = False
+    batch_size: int = 4
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output_dir: str = "runs/default"
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes what is trained (not where it is written)."""
+        d = self.to_dict()
+        d.pop("output_dir", None)
+        d.pop("device", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> Any:
+    """Coerce/validate one leaf value against its annotation."""
+    origin = typing.get_origin(annotation)
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if annotation in (int, str):
+        if not isinstance(value, annotation) or isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected {annotation.__name__}, got {value!r}")
+        return value
+    if annotation is list or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        return list(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix or '<root>'}': expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{dotted}' (known in this section: "
+                              f"{', '.join(sorted(fields))})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, dotted + ".")
+        else:
+            kwargs[key] = _check_type(value, hint, dotted)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """["solver.lr=1e-3", "continual.deltas=[0.4,0.6]"] -> nested dict (values parsed as YAML)."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. solver.lr=1e-3)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from e
+        node = tree
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """YAML file (optional `_base_: other.yaml`, relative to the file) + overrides -> Config."""
+    data = _load_yaml_tree(Path(path)) if path else {}
+    data = _merge(data, parse_overrides(overrides or []))
+    return _from_dict(Config, data)
+
+
+def _load_yaml_tree(path: Path, seen: tuple = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path} includes itself through _base_")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    base = data.pop("_base_", None)
+    if base:
+        data = _merge(_load_yaml_tree(path.parent / base, seen + (path.resolve(),)), data)
+    return data
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A copy of `cfg` with `key=value` overrides applied (validated like a config file)."""
+    return _from_dict(Config, _merge(cfg.to_dict(), parse_overrides(overrides)))
+
+
+def config_from_dict(data: dict) -> Config:
+    return _from_dict(Config, data)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,288 @@
+"""The continual runner: every step of a scenario for one method (ECLIPSE or a baseline), resumable
+step by step, evaluating after each step and appending to one `results.json`.
+
+Layout of an output directory:
+  <out>/<method>/step_<t>/{last.pt, prev.pt, final.pt, log.jsonl}
+  <out>/results.json, <out>/pq_over_steps.png, <out>/config.yaml
+A completed step (final.pt + its results entry) is never recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from eclipse_seg.config import Config, config_from_dict
+from eclipse_seg.continual import count_parameters, set_deltas
+from eclipse_seg.data.catalogs import official_order
+from eclipse_seg.data.coco_panoptic import CocoPanopticDataset, atomic_write_bytes
+from eclipse_seg.data.synthetic import make_synthetic
+from eclipse_seg.engine import distributed as dist
+from eclipse_seg.engine.checkpoint import load_checkpoint
+from eclipse_seg.engine.evaluate import evaluate_model, step_groups, step_result
+from eclipse_seg.engine.train import grow_for_step, plan_step, resolve_device, train_step
+from eclipse_seg.errors import CheckpointError, ConfigError
+from eclipse_seg.model.mask2former import Mask2Former
+from eclipse_seg.scenarios import Scenario, parse_scenario
+
+METHODS = ("eclipse", "finetune", "joint")
+
+
+def _path(root: str, p: str) -> Path:
+    return Path(p) if Path(p).is_absolute() or not root else Path(root) / p
+
+
+def build_datasets(cfg: Config) -> tuple[CocoPanopticDataset, CocoPanopticDataset]:
+    """Train and val datasets; the synthetic one is generated on first use."""
+    d = cfg.data
+    if d.dataset == "synthetic" and not _path(d.root, d.val_json).exists():
+        if dist.rank() == 0:
+            make_synthetic(Path(d.root), seed=d.synthetic_seed, num_train=d.synthetic_train,
+                           num_val=d.synthetic_val, height=d.synthetic_size, width=d.synthetic_size)
+        dist.barrier()
+    elif d.dataset not in ("synthetic", "coco_panoptic"):
+        raise ConfigError(f"data.dataset must be 'synthetic' or 'coco_panoptic', got {d.dataset!r}")
+    train = CocoPanopticDataset(_path(d.root, d.train_json), _path(d.root, d.train_png_dir),
+                                _path(d.root, d.train_image_dir))
+    val = CocoPanopticDataset(_path(d.root, d.val_json), _path(d.root, d.val_png_dir),
+                              _path(d.root, d.val_image_dir))
+    return train, val
+
+
+def build_scenario(cfg: Config, dataset: CocoPanopticDataset) -> Scenario:
+    """Class order: the config's, else the catalog's official one, else the dataset's id order."""
+    order = list(cfg.continual.order) or (
+        official_order(cfg.data.catalog) if cfg.data.catalog else [c["id"] for c in dataset.categories])
+    spec = cfg.continual.scenario or str(len(order))
+    return parse_scenario(spec, order)
+
+
+def build_model(cfg: Config, scenario: Scenario, method: str, step: int, thing_ids: set[int]) -> Mask2Former:
+    """The model structure of `method` after `step` (weights freshly initialised)."""
+    base = scenario.num_classes if method == "joint" else scenario.steps[0]
+    model_cfg = dataclasses.replace(cfg.model, base_classes=base)
+    model = Mask2Former(model_cfg)
+    base_classes = scenario.order if method == "joint" else scenario.classes_of_step(0)
+    model.thing_mask = torch.tensor([c in thing_ids for c in base_classes], dtype=torch.bool)
+    if method != "joint":
+        for t in range(1, step + 1):
+            grow_for_step(model, cfg, scenario, t, method, thing_ids)
+    set_deltas(model, cfg.continual.deltas)
+    return model
+
+
+def manifest_for(cfg: Config, scenario: Scenario, step: int, method: str, model: Mask2Former) -> dict:
+    return {
+        "config_hash": cfg.fingerprint(), "config": cfg.to_dict(), "method": method, "step": step,
+        "scenario": {"name": scenario.name, "order": list(scenario.order), "steps": list(scenario.steps)},
+        "groups": [model.decoder.group_size(g) for g in range(model.decoder.num_groups)],
+        "classes_per_step": model.decoder.class_embed.classes_per_step,
+    }
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[Mask2Former, Config, Scenario, int, str]:
+    """Rebuild the model a checkpoint holds from the checkpoint alone (config, scenario, step, method
+    are in its manifest)."""
+    payload = load_checkpoint(Path(path))
+    m = payload.get("manifest", {})
+    missing = [k for k in ("config", "scenario", "step", "method") if k not in m]
+    if missing:
+        raise CheckpointError(f"{path}: manifest lacks {missing}; was it written by eclipse-seg train?")
+    cfg = config_from_dict(m["config"])
+    sc = m["scenario"]
+    scenario = Scenario(sc["name"], tuple(sc["order"]), tuple(sc["steps"]))
+    thing_ids = set(m.get("thing_ids", []))
+    model = build_model(cfg, scenario, m["method"], m["step"], thing_ids)
+    _load_state(model, payload["model"], path)
+    model.to(resolve_device(device) if device == "auto" else torch.device(device))
+    model.eval()
+    return model, cfg, scenario, m["step"], m["method"]
+
+
+def _load_state(model: Mask2Former, state: dict, path) -> None:
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path} does not fit the model of its manifest: missing {result.missing_keys[:8]}, "
+            f"unexpected {result.unexpected_keys[:8]}")
+
+
+def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *, resume: bool = True,
+        progress: bool = True, init_from: Path | None = None, results_path: Path | None = None,
+        evaluate: bool = True) -> dict:
+    """Run `steps` (default: all) of the scenario with `method`; returns the results dict.
+
+    `init_from`: a step-0 final checkpoint to start from instead of training step 0 (the demo
+    shares one base model between ECLIPSE and fine-tuning, as the paper's comparisons do)."""
+    if method not in METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    device = resolve_device(cfg.device)
+    out = Path(cfg.output_dir)
+    results_path = results_path or out / "results.json"
+    train_ds, val_ds = build_datasets(cfg)
+    scenario = build_scenario(cfg, train_ds)
+    thing_ids = {c["id"] for c in train_ds.categories if c.get("isthing")}
+    all_steps = [0] if method == "joint" else list(range(scenario.num_steps))
+    steps = all_steps if steps is None else steps
+    for s in steps:
+        if s not in all_steps:
+            raise ConfigError(f"step {s} does not exist for method {method} in scenario "
+                              f"{scenario.name} (steps 0..{all_steps[-1]})")
+    results = _read_results(results_path, scenario)
+    entry = results["methods"].setdefault(method, {"steps": []})
+    t_start = time.perf_counter()
+    model = None
+    for step in steps:
+        step_dir = out / method / f"step_{step}"
+        final = step_dir / "final.pt"
+        done = {e["step"] for e in entry["steps"]}
+        if final.exists() and (step in done or not evaluate):
+            dist.log(f"[{method}] step {step} already complete ({final}); skipping")
+            model = None
+            continue
+        if model is None:
+            model = _model_before_step(cfg, scenario, method, step, thing_ids, out)
+        if step > 0:
+            grow_for_step(model, cfg, scenario, step, method, thing_ids)
+        model.to(device)
+        plan = plan_step(cfg, scenario, step, method)
+        manifest = {**manifest_for(cfg, scenario, step, method, model), "thing_ids": sorted(thing_ids)}
+        if step == 0 and init_from is not None:
+            stats = _adopt_base(model, init_from, final, manifest)
+        else:
+            stats = train_step(model, cfg, scenario, plan, train_ds, step_dir, manifest,
+                               resume=resume, progress=progress)
+        set_deltas(model, cfg.continual.deltas)
+        if not evaluate:
+            continue
+        summary = evaluate_model(model, val_ds, scenario, step, batch_size=cfg.test.batch_size,
+                                 object_mask_threshold=cfg.test.object_mask_threshold,
+                                 overlap_threshold=cfg.test.overlap_threshold,
+                                 max_images=cfg.data.max_val_images, progress=progress)
+        if dist.rank() != 0:
+            continue
+        if method == "joint":  # one model for all classes: report it against every step's ranges
+            rows = _joint_rows(summary, scenario, thing_ids)
+        else:
+            rows = [step_result(summary, step, scenario)]
+        for row in rows:
+            row["trainable_params"] = stats["trainable_params"]
+            row["total_params"] = count_parameters(model)
+            row["train_seconds"] = round(stats["train_seconds"], 2)
+            entry["steps"] = [e for e in entry["steps"] if e["step"] != row["step"]] + [row]
+        entry["steps"].sort(key=lambda e: e["step"])
+        results["total_seconds"] = round(results.get("total_seconds", 0.0) + time.perf_counter() - t_start, 2)
+        t_start = time.perf_counter()
+        write_results(results_path, results)
+    return results
+
+
+def _model_before_step(cfg, scenario, method, step, thing_ids, out) -> Mask2Former:
+    """Model with the weights of the end of step-1 (or fresh for step 0)."""
+    if step == 0:
+        return build_model(cfg, scenario, method, 0, thing_ids)
+    prev = out / method / f"step_{step - 1}" / "final.pt"
+    if not prev.exists():
+        raise CheckpointError(f"step {step} of {method} needs step {step - 1} first: {prev} not found")
+    model = build_model(cfg, scenario, method, step - 1, thing_ids)
+    _load_state(model, load_checkpoint(prev)["model"], prev)
+    return model
+
+
+def _adopt_base(model: Mask2Former, init_from: Path, final: Path, manifest: dict) -> dict:
+    """Use another run's step-0 weights as this method's step 0 (recorded in its own final.pt)."""
+    from eclipse_seg.engine.checkpoint import save_checkpoint
+
+    payload = load_checkpoint(init_from)
+    _load_state(model, payload["model"], init_from)
+    seconds = payload.get("train_seconds", 0.0)
+    save_checkpoint(final, {"model": model.state_dict(),
+                            "manifest": {**manifest, "iteration": payload["manifest"].get("iteration"),
+                                         "complete": True, "initialised_from": str(init_from)},
+                            "train_seconds": seconds})
+    return {"train_seconds": seconds, "trainable_params": count_parameters(model)}
+
+
+def _joint_rows(summary: dict, scenario: Scenario, thing_ids: set[int]) -> list[dict]:
+    """Joint training predicts every class from the start; at step t it is scored on the class
+    ranges of step t (old / new / all seen), from one evaluation's per-class statistics."""
+    rows = []
+    per_class = summary["per_class"]
+    for t in range(scenario.num_steps):
+        groups = step_groups(scenario, t, thing_ids)
+        g = {}
+        for name, ids in groups.items():
+            vals = [per_class[str(c)]["pq"] for c in ids
+                    if per_class[str(c)]["tp"] + per_class[str(c)]["fp"] + per_class[str(c)]["fn"] > 0]
+            g[name] = {"pq": sum(vals) / len(vals) if vals else 0.0, "n": len(vals)}
+        rows.append(step_result({"groups": g, "per_class": per_class}, t, scenario))
+    return rows
+
+
+def _read_results(path: Path, scenario: Scenario) -> dict:
+    if path.exists():
+        try:
+            results = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e}); move it away to start afresh") from e
+        if results.get("classes_per_step") != list(scenario.steps):
+            raise ConfigError(f"{path} holds results of another scenario "
+                              f"({results.get('scenario')}); use another output directory")
+        return results
+    return {"scenario": scenario.name, "classes_per_step": list(scenario.steps),
+            "class_order": list(scenario.order), "methods": {}, "total_seconds": 0.0}
+
+
+def write_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(results, indent=1).encode())
+
+
+def format_results_table(results: dict) -> str:
+    """Methods x steps: PQ old / new / all (points)."""
+    lines = [f"scenario {results['scenario']}  classes per step {results['classes_per_step']}",
+             f"{'method':<10} {'step':>4} {'PQ old':>8} {'PQ new':>8} {'PQ all':>8} {'things':>8} "
+             f"{'stuff':>8} {'trainable':>12}"]
+
+    def f(v):
+        return f"{v:8.2f}" if isinstance(v, (int, float)) else f"{'-':>8}"
+
+    for method, entry in results["methods"].items():
+        for e in entry["steps"]:
+            tp = e.get("trainable_params")
+            total = e.get("total_params")
+            share = f"{tp:,} ({100 * tp / total:.1f}%)" if tp and total else "-"
+            lines.append(f"{method:<10} {e['step']:>4} {f(e['pq_old'])} {f(e['pq_new'])} "
+                         f"{f(e['pq_all'])} {f(e['pq_things'])} {f(e['pq_stuff'])} {share:>12}")
+    return "\n".join(lines)
+
+
+def plot_results(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for method, entry in results["methods"].items():
+        steps = [e["step"] for e in entry["steps"]]
+        axes[0].plot(steps, [e["pq_all"] for e in entry["steps"]], marker="o", label=method)
+        old = [(e["step"], e["pq_old"]) for e in entry["steps"] if e["pq_old"] is not None]
+        if old:
+            axes[1].plot(*zip(*old), marker="o", label=method)
+    axes[0].set_title("PQ over all seen classes")
+    axes[1].set_title("PQ of old classes (forgetting)")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_ylabel("PQ")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"scenario {results['scenario']}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,333 @@
+"""Training of one continual step: step 0 (the whole Mask2Former), ECLIPSE prompt tuning (t >= 1),
+and the fine-tuning / joint baselines, with periodic atomic checkpoints and exact resume.
+
+Reproducibility without hidden state: the data order of epoch e is a permutation seeded by
+(seed, step, e); the augmentation of sample j of iteration i is seeded by (seed, step, i, j); torch's
+RNG (point sampling) is reseeded every iteration from (seed, step, i). A resumed run therefore
+replays exactly what the uninterrupted run would have done, given the restored weights and optimizer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eclipse_seg.config import Config
+from eclipse_seg.continual import add_class_head, add_step, freeze_for_step
+from eclipse_seg.data.coco_panoptic import CocoPanopticDataset
+from eclipse_seg.data.transforms import augment
+from eclipse_seg.engine import distributed as dist
+from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
+from eclipse_seg.errors import CheckpointError, TrainingError
+from eclipse_seg.losses import LossConfig, SetCriterion, Target
+from eclipse_seg.model.mask2former import SIZE_DIVISIBILITY, Mask2Former
+from eclipse_seg.scenarios import Scenario, restrict_to_classes, step_training_indices
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class StepPlan:
+    """What one step trains: which classes supervise, which parameters, how long, how fast."""
+
+    step: int
+    method: str
+    classes: tuple[int, ...]  # category ids supervised at this step
+    iterations: int
+    lr: float
+    batch_size: int
+    class_weight: float
+    prompt_tuning: bool
+
+
+def plan_step(cfg: Config, scenario: Scenario, step: int, method: str) -> StepPlan:
+    if method == "joint" or step == 0:
+        classes = scenario.order if method == "joint" else scenario.classes_of_step(0)
+        return StepPlan(step, method, tuple(classes), cfg.solver.iterations, cfg.solver.lr,
+                        cfg.solver.batch_size, cfg.loss.class_weight, False)
+    c = cfg.continual
+    bs = c.batch_size or cfg.solver.batch_size
+    if method == "finetune":
+        return StepPlan(step, method, scenario.classes_of_step(step), c.iterations, cfg.solver.lr, bs,
+                        cfg.loss.class_weight, False)
+    return StepPlan(step, method, scenario.classes_of_step(step), c.iterations, c.lr, bs,
+                    c.class_weight, True)
+
+
+def grow_for_step(model: Mask2Former, cfg: Config, scenario: Scenario, step: int, method: str,
+                  thing_ids: set[int]) -> None:
+    """Structure of step t: ECLIPSE adds a prompt group; fine-tuning only adds a class head."""
+    new = scenario.classes_of_step(step)
+    flags = [c in thing_ids for c in new]
+    if method == "eclipse":
+        add_step(model, len(new), cfg.continual.num_prompts, thing_flags=flags)
+    else:
+        add_class_head(model, len(new), thing_flags=flags)
+
+
+def build_optimizer(model: Mask2Former, plan: StepPlan, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW; backbone lr x multiplier; no weight decay on norms and embeddings (Mask2Former)."""
+    s = cfg.solver
+    groups = []
+    norm_types = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm2d)
+    seen: set[int] = set()
+    for mod_name, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            lr, wd = plan.lr, s.weight_decay
+            if mod_name.startswith("backbone"):
+                lr = lr * s.backbone_multiplier
+            if isinstance(module, norm_types):
+                wd = s.weight_decay_norm
+            elif isinstance(module, torch.nn.Embedding) or name == "level_embed":
+                wd = s.weight_decay_embed
+            groups.append({"params": [p], "lr": lr, "initial_lr": lr, "weight_decay": wd})
+    return torch.optim.AdamW(groups, lr=plan.lr, weight_decay=s.weight_decay)
+
+
+class StepData:
+    """Overlap-mode training data of a step: the images with a class of the step, the targets keeping
+    only the step's classes (others are neither supervised nor background)."""
+
+    def __init__(self, dataset: CocoPanopticDataset, scenario: Scenario, plan: StepPlan, cfg: Config):
+        self.dataset, self.scenario, self.cfg = dataset, scenario, cfg
+        self.classes = set(plan.classes)
+        if plan.method == "joint":
+            self.indices = list(range(len(dataset)))
+        else:
+            self.indices = step_training_indices(dataset, scenario, plan.step)
+        if not self.indices:
+            raise TrainingError(f"step {plan.step}: no training image contains a class of this step "
+                                f"({sorted(self.classes)}); check the dataset and the scenario")
+
+    def sample_index(self, seed: int, step: int, position: int) -> int:
+        n = len(self.indices)
+        epoch, offset = divmod(position, n)
+        perm = np.random.default_rng([seed, step, epoch]).permutation(n)
+        return self.indices[int(perm[offset])]
+
+    def batch(self, seed: int, step: int, iteration: int, batch_size: int, rank: int = 0,
+              world: int = 1) -> tuple[list[torch.Tensor], list[Target]]:
+        d = self.cfg.data
+        images, targets = [], []
+        for j in range(batch_size):
+            position = (iteration * world + rank) * batch_size + j
+            sample = restrict_to_classes(self.dataset[self.sample_index(seed, step, position)],
+                                         self.classes)
+            rng = np.random.default_rng([seed, step, iteration, rank, j])
+            keep_crowd = ~sample.iscrowd
+            masks = sample.masks[keep_crowd]
+            labels = torch.tensor([self.scenario.label_of(int(c)) for c in sample.category_ids[keep_crowd]],
+                                  dtype=torch.int64)
+            img, masks, kept = augment(sample.image, masks, rng, base_size=d.base_size,
+                                       min_scale=d.min_scale, max_scale=d.max_scale,
+                                       crop_size=d.crop_size, flip=d.flip, color_jitter=d.color_jitter)
+            images.append(img)
+            targets.append(Target(labels[kept], masks))
+        return images, pad_targets(images, targets)
+
+
+def pad_targets(images: list[torch.Tensor], targets: list[Target]) -> list[Target]:
+    """Pad target masks like the model pads images (batch max, then a multiple of 32)."""
+    h = max(im.shape[-2] for im in images)
+    w = max(im.shape[-1] for im in images)
+    h = math.ceil(h / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+    w = math.ceil(w / SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
+    out = []
+    for t in targets:
+        m = torch.zeros((t.masks.shape[0], h, w), dtype=torch.float32)
+        m[:, : t.masks.shape[1], : t.masks.shape[2]] = t.masks
+        out.append(Target(t.labels, m))
+    return out
+
+
+def autocast_context(cfg: Config, device: torch.device):
+    mode = cfg.solver.amp
+    if device.type != "cuda" or mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    dtype = torch.float16 if mode == "fp16" else torch.bfloat16
+    if mode == "auto" and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints and exits at the end of the iteration."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _ckpt_paths(step_dir: Path) -> tuple[Path, Path]:
+    return step_dir / "last.pt", step_dir / "prev.pt"
+
+
+def _rotate_and_save(step_dir: Path, payload: dict) -> Path:
+    last, prev = _ckpt_paths(step_dir)
+    if last.exists():
+        for suffix in ("", ".sha256"):
+            src = Path(str(last) + suffix)
+            if src.exists():
+                src.replace(Path(str(prev) + suffix))
+    save_checkpoint(last, payload)
+    return last
+
+
+def latest_good_checkpoint(step_dir: Path) -> tuple[dict | None, Path | None, list[str]]:
+    """The newest readable checkpoint of a step (last, else prev) and the problems met on the way."""
+    problems = []
+    for path in _ckpt_paths(step_dir):
+        if path.exists():
+            try:
+                return load_checkpoint(path), path, problems
+            except CheckpointError as e:
+                problems.append(str(e))
+    return None, None, problems
+
+
+def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPlan,
+               dataset: CocoPanopticDataset, step_dir: Path, manifest: dict, *, resume: bool = True,
+               progress: bool = True, max_iterations: int | None = None) -> dict:
+    """Train `model` (already grown for this step) in place; returns training statistics.
+
+    `manifest`: what the checkpoints record (scenario, step, groups, method, config hash).
+    `max_iterations`: stop early after this many iterations of this call (tests of resume)."""
+    device = model.device
+    seed = cfg.solver.seed
+    if plan.prompt_tuning:
+        params = freeze_for_step(model, plan.step, cfg.continual.train_no_object_head)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        # the FrozenBN buffers are not parameters; honour the backbone's freeze_at
+        model.backbone._freeze(cfg.model.backbone.freeze_at)
+    optimizer = build_optimizer(model, plan, cfg)
+    ddp_model = dist.wrap(model)
+    criterion = SetCriterion(LossConfig(**{**cfg.loss.__dict__, "class_weight": plan.class_weight}))
+    data = StepData(dataset, scenario, plan, cfg)
+    start_iter, elapsed = 0, 0.0
+    step_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        payload, path, problems = latest_good_checkpoint(step_dir)
+        for msg in problems:
+            dist.log(f"warning: {msg}; falling back to an older checkpoint")
+        if payload is not None:
+            _check_manifest(payload["manifest"], manifest, path)
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+            start_iter = payload["manifest"]["iteration"]
+            elapsed = payload.get("train_seconds", 0.0)
+            dist.log(f"resumed step {plan.step} from {path} at iteration {start_iter}")
+    log_path = step_dir / "log.jsonl"
+    rank, world = dist.rank(), dist.world_size()
+    bar = tqdm(total=plan.iterations, initial=start_iter, desc=f"step {plan.step} [{plan.method}]",
+               disable=not progress or rank != 0, dynamic_ncols=True, leave=False)
+    last_ckpt = None
+    model.train()
+    t0 = time.perf_counter()
+    it = start_iter
+    stop_at = plan.iterations if max_iterations is None else min(plan.iterations, start_iter + max_iterations)
+
+    def checkpoint(iteration: int) -> Path | None:
+        if rank != 0:
+            return None
+        return _rotate_and_save(step_dir, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "manifest": {**manifest, "iteration": iteration, "complete": False},
+            "train_seconds": elapsed + time.perf_counter() - t0,
+        })
+
+    with _StopRequest() as stop:
+        while it < stop_at:
+            torch.manual_seed(hash((seed, plan.step, it)) & 0x7FFFFFFF)
+            lr_factor = (1 - it / plan.iterations) ** cfg.solver.poly_power
+            for g in optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * lr_factor
+            images, targets = data.batch(seed, plan.step, it, plan.batch_size, rank, world)
+            targets = [Target(t.labels.to(device), t.masks.to(device)) for t in targets]
+            with autocast_context(cfg, device):
+                batch = model.preprocess(images)
+                if plan.prompt_tuning:
+                    with torch.no_grad():  # the frozen trunk builds no autograd graph
+                        mask_features, multi_scale = model.features(batch)
+                    out = model.decoder(multi_scale, mask_features, groups=(plan.step,), aux="first")
+                else:
+                    groups = (0,)
+                    out = ddp_model(batch, groups=groups, aux="all")
+            num_masks = dist.mean_num_masks(targets)
+            loss, terms = criterion(out, targets, num_masks)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"step {plan.step}, iteration {it}: non-finite loss {float(loss)} "
+                    f"(loss_ce={terms['loss_ce']}, loss_mask={terms['loss_mask']}, "
+                    f"loss_dice={terms['loss_dice']}); last good "
+                    f"checkpoint: {last_ckpt or 'none written yet'}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if plan.prompt_tuning:
+                dist.average_gradients(params)
+            if cfg.solver.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.solver.clip_grad_norm)
+            optimizer.step()
+            it += 1
+            bar.update(1)
+            if it % cfg.solver.log_period == 0 or it == plan.iterations:
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+                if rank == 0:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps({"iteration": it, "loss": float(loss),
+                                            "lr": optimizer.param_groups[0]["lr"],
+                                            **{k: v for k, v in terms.items()}}) + "\n")
+            if stop.signal is not None:
+                checkpoint(it)
+                raise KeyboardInterrupt(f"signal {stop.signal}: checkpoint saved at iteration {it}")
+            if it % cfg.solver.checkpoint_period == 0 and it < plan.iterations:
+                last_ckpt = checkpoint(it)
+    bar.close()
+    seconds = elapsed + time.perf_counter() - t0
+    if it >= plan.iterations and rank == 0:
+        save_checkpoint(step_dir / "final.pt", {
+            "model": model.state_dict(),
+            "manifest": {**manifest, "iteration": it, "complete": True}, "train_seconds": seconds})
+    dist.barrier()
+    return {"iterations": it, "train_seconds": seconds, "complete": it >= plan.iterations,
+            "trainable_params": sum(p.numel() for p in params)}
+
+
+def _check_manifest(found: dict, expected: dict, path: Path) -> None:
+    for key in ("config_hash", "scenario", "step", "method"):
+        if found.get(key) != expected.get(key):
+            raise CheckpointError(
+                f"{path} belongs to another run: its {key} is {found.get(key)!r}, this run's is "
+                f"{expected.get(key)!r}. Use another output directory or --overwrite.")

@@ -1,0 +1,72 @@
+"""Panoptic and semantic post-processing of Mask2Former / ECLIPSE predictions (sigmoid scores).
+
+Official rules (DESIGN §4): a query is kept if its best column (no-object included) is not
+no-object and its score > `object_mask_threshold`; each pixel goes to the kept query with the
+highest score * mask probability and is assigned only where that mask probability >= 0.5; a query
+whose owned area is empty or below `overlap_threshold` of its own >= 0.5 area is dropped; stuff
+queries of an already placed class join that segment.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_LABEL = 255
+
+
+def resize_mask_logits(masks: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
+                       output_size: tuple[int, int]) -> torch.Tensor:
+    """(Q, h, w) mask logits at 1/4 of the padded input -> (Q, H_out, W_out): upsample to the padded
+    size, crop the image, resize to the output size (bilinear, align_corners False)."""
+    x = F.interpolate(masks[None].float(), size=padded_size, mode="bilinear", align_corners=False)
+    x = x[:, :, : image_size[0], : image_size[1]]
+    if tuple(output_size) != tuple(image_size):
+        x = F.interpolate(x, size=output_size, mode="bilinear", align_corners=False)
+    return x[0]
+
+
+def postprocess(logits: torch.Tensor, masks: torch.Tensor, padded_size: tuple[int, int],
+                image_size: tuple[int, int], output_size: tuple[int, int], thing_mask: torch.Tensor,
+                object_mask_threshold: float = 0.0, overlap_threshold: float = 0.0) -> dict:
+    """One image: logits (Q, C+1), masks (Q, h, w) -> {"panoptic_seg" (H, W) int32 (0 = void),
+    "segments_info" [{"id", "category_id" (= label + 1, official), "label", "isthing", "score"}],
+    "sem_seg" (H, W) int64 of 0-based labels, 255 where no query owns the pixel}."""
+    num_classes = logits.shape[-1] - 1
+    scores, labels = logits.float().sigmoid().max(-1)
+    keep = (labels != num_classes) & (scores > object_mask_threshold)
+    h, w = output_size
+    panoptic = torch.zeros((h, w), dtype=torch.int32, device=logits.device)
+    sem = torch.full((h, w), IGNORE_LABEL, dtype=torch.int64, device=logits.device)
+    segments: list[dict] = []
+    if not keep.any():
+        return {"panoptic_seg": panoptic, "segments_info": segments, "sem_seg": sem}
+    kept_idx = keep.nonzero().squeeze(1)
+    probs = resize_mask_logits(masks[kept_idx], padded_size, image_size, output_size).sigmoid()
+    cur_scores, cur_labels = scores[kept_idx], labels[kept_idx]
+    owner = (cur_scores.view(-1, 1, 1) * probs).argmax(0)
+    stuff_segment: dict[int, int] = {}
+    next_id = 0
+    for k in range(len(kept_idx)):
+        label = int(cur_labels[k])
+        isthing = bool(thing_mask[label]) if label < thing_mask.numel() else False
+        owned = owner == k
+        confident = probs[k] >= 0.5
+        mask = owned & confident
+        owned_area, conf_area, area = int(owned.sum()), int(confident.sum()), int(mask.sum())
+        if owned_area == 0 or conf_area == 0 or area == 0:
+            continue
+        if owned_area / conf_area < overlap_threshold:
+            continue
+        if not isthing and label in stuff_segment:
+            panoptic[mask] = stuff_segment[label]
+            sem[mask] = label
+            continue
+        next_id += 1
+        if not isthing:
+            stuff_segment[label] = next_id
+        panoptic[mask] = next_id
+        sem[mask] = label
+        segments.append({"id": next_id, "category_id": label + 1, "label": label,
+                         "isthing": isthing, "score": float(cur_scores[k])})
+    return {"panoptic_seg": panoptic, "segments_info": segments, "sem_seg": sem}

@@ -1,0 +1,270 @@
+"""Mask2Former's masked-attention transformer decoder, with query groups as a first-class concept.
+
+Group 0 is the base model's N object queries (`query_feat`, `query_embed`, `mask_embed`); group g >= 1
+is the prompt set of continual step g (`prompt_feat.<g-1>`, `prompt_embed.<g-1>[.<layer>]`,
+`prompt_mask_embed.<g-1>`). Names match the official ECLIPSE decoder so checkpoints map 1:1.
+
+Every layer: masked cross-attention to one feature level (all queries at once: it is per query),
+self-attention restricted to each group by a block-diagonal mask (one batched call), FFN. Prediction
+heads after `decoder_norm` on the learnable queries and after every layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eclipse_seg.model.heads import MLP, IncrementalClassifier
+from eclipse_seg.model.position_encoding import sine_position_encoding
+
+
+@dataclass
+class DecoderConfig:
+    hidden_dim: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    num_layers: int = 9  # the official DEC_LAYERS minus one (the extra prediction on the queries)
+    num_queries: int = 100
+    pre_norm: bool = False
+    enforce_input_project: bool = False
+    deep_cls: bool = False  # 3-layer MLP class heads instead of linear
+    cls_bias: bool = True  # bias of linear class heads (official CONT.USE_BIAS)
+    prompt_deep: bool = True  # prompt position embeddings per layer
+    prompt_mask_mlp: bool = True  # each prompt group has its own mask MLP
+
+
+@dataclass
+class Prediction:
+    """One layer's prediction: logits (B, Q, C+1) and mask logits (B, Q, H/4, W/4)."""
+
+    pred_logits: torch.Tensor
+    pred_masks: torch.Tensor
+
+
+@dataclass
+class DecoderOutput:
+    """Final prediction plus the auxiliary ones (deep supervision), oldest first."""
+
+    pred_logits: torch.Tensor
+    pred_masks: torch.Tensor
+    aux_outputs: list[Prediction] = field(default_factory=list)
+
+
+class SelfAttentionLayer(nn.Module):
+    def __init__(self, d_model: int, nhead: int, pre_norm: bool):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, batch_first=True)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, x, query_pos, attn_mask=None):
+        y = self.norm(x) if self.pre_norm else x
+        q = y + query_pos
+        out = x + self.self_attn(q, q, y, attn_mask=attn_mask, need_weights=False)[0]
+        return out if self.pre_norm else self.norm(out)
+
+
+class CrossAttentionLayer(nn.Module):
+    def __init__(self, d_model: int, nhead: int, pre_norm: bool):
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, batch_first=True)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, x, memory, memory_pos, query_pos, attn_mask):
+        y = self.norm(x) if self.pre_norm else x
+        out = x + self.multihead_attn(y + query_pos, memory + memory_pos, memory,
+                                      attn_mask=attn_mask, need_weights=False)[0]
+        return out if self.pre_norm else self.norm(out)
+
+
+class FFNLayer(nn.Module):
+    def __init__(self, d_model: int, ffn_dim: int, pre_norm: bool):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.pre_norm = pre_norm
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, x):
+        y = self.norm(x) if self.pre_norm else x
+        out = x + self.linear2(F.relu(self.linear1(y)))
+        return out if self.pre_norm else self.norm(out)
+
+
+class MaskedAttentionDecoder(nn.Module):
+    """multi-scale features [coarsest first] (B, C_in, H_l, W_l) + mask_features (B, mask_dim, H/4, W/4)
+    -> DecoderOutput for the requested query groups."""
+
+    num_levels = 3
+
+    def __init__(self, in_channels: int, mask_dim: int, cfg: DecoderConfig, base_classes: int):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.hidden_dim
+        self.num_heads = cfg.num_heads
+        self.transformer_self_attention_layers = nn.ModuleList(
+            SelfAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers))
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            CrossAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers))
+        self.transformer_ffn_layers = nn.ModuleList(
+            FFNLayer(c, cfg.ffn_dim, cfg.pre_norm) for _ in range(cfg.num_layers))
+        self.decoder_norm = nn.LayerNorm(c)
+        self.query_feat = nn.Embedding(cfg.num_queries, c)
+        self.query_embed = nn.Embedding(cfg.num_queries, c)
+        self.level_embed = nn.Embedding(self.num_levels, c)
+        self.input_proj = nn.ModuleList()
+        for _ in range(self.num_levels):
+            if in_channels != c or cfg.enforce_input_project:
+                conv = nn.Conv2d(in_channels, c, kernel_size=1)
+                nn.init.kaiming_uniform_(conv.weight, a=1)
+                nn.init.zeros_(conv.bias)
+                self.input_proj.append(conv)
+            else:
+                self.input_proj.append(nn.Sequential())
+        self.class_embed = IncrementalClassifier(c, [base_classes], cfg.deep_cls, cfg.cls_bias)
+        self.mask_embed = MLP(c, c, mask_dim, 3)
+        self.prompt_feat = nn.ModuleList()
+        self.prompt_embed = nn.ModuleList()
+        self.prompt_mask_embed = nn.ModuleList()
+        # Logit-manipulation deltas per group (g = 0 is the base); set by the continual layer.
+        self.register_buffer("deltas", torch.zeros(1), persistent=False)
+        self._index_cache: dict = {}
+
+    # ----- groups -------------------------------------------------------------------------------
+    @property
+    def num_groups(self) -> int:
+        return 1 + len(self.prompt_feat)
+
+    def group_size(self, g: int) -> int:
+        return self.cfg.num_queries if g == 0 else self.prompt_feat[g - 1].num_embeddings
+
+    def group_features(self, g: int) -> torch.Tensor:
+        return self.query_feat.weight if g == 0 else self.prompt_feat[g - 1].weight
+
+    def group_pos(self, g: int, layer: int) -> torch.Tensor:
+        if g == 0:
+            return self.query_embed.weight
+        emb = self.prompt_embed[g - 1]
+        return (emb[layer] if self.cfg.prompt_deep else emb).weight
+
+    def group_mask_mlp(self, g: int) -> nn.Module:
+        if g == 0 or not self.cfg.prompt_mask_mlp:
+            return self.mask_embed
+        return self.prompt_mask_embed[g - 1]
+
+    def invalidate_cache(self) -> None:
+        self._index_cache.clear()
+
+    def _group_indices(self, groups: tuple[int, ...], device) -> dict[str, torch.Tensor]:
+        """Index tensors for one set of groups, built once: the group of each query, the group of
+        each class column, and the block-diagonal self-attention mask (True = blocked)."""
+        key = (groups, str(device))
+        if key not in self._index_cache:
+            sizes = [self.group_size(g) for g in groups]
+            query_group = torch.repeat_interleave(torch.tensor(groups), torch.tensor(sizes)).to(device)
+            col_group = torch.repeat_interleave(
+                torch.arange(len(self.class_embed.classes_per_step)),
+                torch.tensor(self.class_embed.classes_per_step)).to(device)
+            block = query_group[:, None] != query_group[None, :]
+            self._index_cache[key] = {
+                "query_group": query_group,
+                "col_group": col_group,
+                "self_attn_mask": block if len(groups) > 1 else None,
+            }
+        return self._index_cache[key]
+
+    # ----- forward ------------------------------------------------------------------------------
+    def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor,
+                groups: tuple[int, ...] | None = None, aux: str = "all",
+                manipulate: bool | None = None) -> DecoderOutput:
+        """`groups`: which query groups run (default: all). `aux`: "all" = a prediction per layer
+        (deep supervision), "first" = only the one on the learnable queries (the official
+        prompt-tuning quirk). `manipulate`: apply logit manipulation (default: in eval mode with
+        more than one group)."""
+        groups = tuple(range(self.num_groups)) if groups is None else tuple(groups)
+        idx = self._group_indices(groups, mask_features.device)
+        b = mask_features.shape[0]
+        srcs, poss, sizes = [], [], []
+        for i in range(self.num_levels):
+            x = multi_scale[i]
+            sizes.append(tuple(x.shape[-2:]))
+            poss.append(sine_position_encoding(x, self.cfg.hidden_dim // 2).flatten(2).transpose(1, 2))
+            srcs.append(self.input_proj[i](x).flatten(2).transpose(1, 2) + self.level_embed.weight[i])
+        if manipulate is None:
+            manipulate = not self.training and len(groups) > 1
+        output = torch.cat([self.group_features(g) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
+        predictions = [self._predict(output, mask_features, groups, idx, sizes[0], manipulate)]
+        for i in range(self.cfg.num_layers):
+            pos = torch.cat([self.group_pos(g, i) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
+            attn_mask = predictions[-1][2]
+            level = i % self.num_levels
+            output = self.transformer_cross_attention_layers[i](
+                output, srcs[level], poss[level], pos, attn_mask)
+            output = self.transformer_self_attention_layers[i](output, pos, idx["self_attn_mask"])
+            output = self.transformer_ffn_layers[i](output)
+            predictions.append(self._predict(output, mask_features, groups, idx,
+                                             sizes[(i + 1) % self.num_levels], manipulate))
+        final = predictions[-1]
+        aux_preds = predictions[:-1] if aux == "all" else predictions[:1]
+        return DecoderOutput(final[0], final[1], [Prediction(p[0], p[1]) for p in aux_preds])
+
+    def _predict(self, output, mask_features, groups, idx, attn_size, manipulate):
+        """Heads on one layer's queries -> (logits, masks, cross-attention mask for the next layer)."""
+        decoded = self.decoder_norm(output)
+        logits = self.class_embed(decoded)
+        if manipulate:
+            logits = manipulate_logits(logits, idx["query_group"], idx["col_group"],
+                                       self._deltas_for(groups))
+        embeds, start = [], 0
+        for g in groups:
+            n = self.group_size(g)
+            embeds.append(self.group_mask_mlp(g)(decoded[:, start:start + n]))
+            start += n
+        mask_embed = embeds[0] if len(embeds) == 1 else torch.cat(embeds, 1)
+        masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        with torch.no_grad():
+            attn = F.interpolate(masks.detach(), size=attn_size, mode="bilinear", align_corners=False)
+            attn = (attn.sigmoid() < 0.5).flatten(2)
+            attn[attn.all(-1)] = False  # a query that would see nothing sees everything
+            attn = attn.repeat_interleave(self.num_heads, dim=0)
+        return logits, masks, attn
+
+    def _deltas_for(self, groups: tuple[int, ...]) -> torch.Tensor:
+        """Delta of every group, padded with the last value / truncated (official rule)."""
+        d = self.deltas
+        full = torch.cat([d, d[-1:].expand(max(self.num_groups - d.numel(), 0))])[: self.num_groups]
+        return full
+
+
+def manipulate_logits(logits: torch.Tensor, query_group: torch.Tensor, col_group: torch.Tensor,
+                      deltas: torch.Tensor) -> torch.Tensor:
+    """ECLIPSE logit manipulation, vectorised over queries.
+
+    logits (B, Q, C+1), no-object last; query_group (Q,) group of each query; col_group (C,) group of
+    each class column; deltas (G,) per group. For a query of group g with delta d:
+    d > 0: no-object := logit(clamp(d * min(1, sum sigmoid(other groups' class logits)), .001, .999));
+    d < 0: no-object := logit(clamp(|d| * sigmoid(no-object), .001, .999)); d = 0: unchanged.
+    Always: other groups' class columns := -10, so a query predicts only its own group's classes.
+    """
+    cls, noobj = logits[..., :-1], logits[..., -1]
+    other = col_group[None, :] != query_group[:, None]  # (Q, C)
+    d = deltas.to(logits.dtype)[query_group]  # (Q,)
+    evidence = (cls.sigmoid() * other).sum(-1).clamp(0.0, 1.0)
+    positive = torch.logit((d * evidence).clamp(0.001, 0.999))
+    negative = torch.logit((d.abs() * noobj.sigmoid()).clamp(0.001, 0.999))
+    new_noobj = torch.where(d > 0, positive, torch.where(d < 0, negative, noobj))
+    new_cls = cls.masked_fill(other, -10.0)
+    return torch.cat([new_cls, new_noobj.unsqueeze(-1)], dim=-1)

@@ -1,0 +1,220 @@
+"""Masked-attention decoder: attention-mask rule, prediction count, shapes, logit manipulation."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from eclipse_seg.continual import add_step, set_deltas
+from eclipse_seg.model.backbone.resnet import ResNetConfig
+from eclipse_seg.model.decoder import DecoderConfig, MaskedAttentionDecoder, manipulate_logits
+from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
+from eclipse_seg.model.pixel_decoder import PixelDecoderConfig
+
+HID = 16
+
+
+def tiny_decoder(num_layers=3, num_queries=5, base_classes=4, **kw) -> MaskedAttentionDecoder:
+    torch.manual_seed(0)
+    cfg = DecoderConfig(hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=num_layers,
+                        num_queries=num_queries, **kw)
+    return MaskedAttentionDecoder(HID, HID, cfg, base_classes)
+
+
+def inputs(b=2, h=8, w=12):
+    g = torch.Generator().manual_seed(1)
+    multi = [torch.randn(b, HID, h // 4, w // 4, generator=g), torch.randn(b, HID, h // 2, w // 2, generator=g),
+             torch.randn(b, HID, h, w, generator=g)]
+    return multi, torch.randn(b, HID, 2 * h, 2 * w, generator=g)
+
+
+class FixedEmbed(nn.Module):
+    """Stands in for the mask MLP: returns preset per-image, per-query mask embeddings."""
+
+    def __init__(self, embeds: torch.Tensor):
+        super().__init__()
+        self.embeds = embeds
+
+    def forward(self, x):
+        return self.embeds
+
+
+def test_fully_blocked_row_attends_everywhere():
+    dec = tiny_decoder(num_queries=3)
+    # mask_features (2, 2, 4, 4): channel 0 = 1; channel 1 = +1 left half / -1 right half (image 0),
+    # reversed for image 1
+    mf = torch.zeros(2, 2, 4, 4)
+    mf[:, 0] = 1.0
+    mf[0, 1, :, :2], mf[0, 1, :, 2:] = 1.0, -1.0
+    mf[1, 1] = -mf[0, 1]
+    emb = torch.tensor([[-5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])  # all < 0.5 / left half / all >= 0.5
+    dec.mask_embed = FixedEmbed(emb.expand(2, -1, -1))
+    idx = dec._group_indices((0,), mf.device)
+    logits, masks, attn = dec._predict(torch.randn(2, 3, HID), mf, (0,), idx, (4, 4), False)
+    assert masks.shape == (2, 3, 4, 4)
+    assert logits.shape == (2, 3, 5)
+    assert attn.dtype == torch.bool and attn.shape == (2 * dec.num_heads, 3, 16)
+    left = torch.zeros(4, 4, dtype=torch.bool)
+    left[:, :2] = True
+    expected = torch.stack([
+        torch.stack([torch.zeros(16, dtype=torch.bool), ~left.flatten(), torch.zeros(16, dtype=torch.bool)]),
+        torch.stack([torch.zeros(16, dtype=torch.bool), left.flatten(), torch.zeros(16, dtype=torch.bool)]),
+    ])  # True = blocked; query 0 (blocked everywhere) is fully unblocked
+    for b in range(2):
+        for h in range(dec.num_heads):  # (B*heads) laid out batch-major, as nn.MultiheadAttention wants
+            assert torch.equal(attn[b * dec.num_heads + h], expected[b]), (b, h)
+
+
+def test_attn_mask_resized_to_level():
+    dec = tiny_decoder(num_queries=1)
+    mf = torch.ones(1, 1, 8, 8)
+    mf[..., :4] = -1.0  # left half negative
+    dec.mask_embed = FixedEmbed(torch.ones(1, 1, 1))
+    idx = dec._group_indices((0,), mf.device)
+    _, _, attn = dec._predict(torch.randn(1, 1, HID), mf, (0,), idx, (2, 2), False)
+    assert attn.shape == (dec.num_heads, 1, 4)
+    assert attn[0, 0].tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize("aux,n_aux", [("all", 3), ("first", 1)])
+def test_prediction_count_and_shapes(aux, n_aux):
+    dec = tiny_decoder(num_layers=3, num_queries=5, base_classes=4)
+    multi, mf = inputs()
+    out = dec(multi, mf, aux=aux)
+    assert out.pred_logits.shape == (2, 5, 4 + 1)
+    assert out.pred_masks.shape == (2, 5, 16, 24)
+    assert len(out.aux_outputs) == n_aux
+    for p in out.aux_outputs:
+        assert p.pred_logits.shape == (2, 5, 5) and p.pred_masks.shape == (2, 5, 16, 24)
+    # the first aux prediction is the one on the learnable queries (identical for every image)
+    first = out.aux_outputs[0].pred_logits
+    assert torch.allclose(first[0], first[1])
+    assert not torch.allclose(out.pred_logits[0], out.pred_logits[1])
+
+
+def test_all_predictions_with_aux_all():
+    dec = tiny_decoder(num_layers=4)
+    multi, mf = inputs()
+    out = dec(multi, mf, aux="all")
+    assert len(out.aux_outputs) + 1 == 4 + 1  # one before the first layer, one per layer
+
+
+def test_no_input_proj_when_dims_match_and_projection_otherwise():
+    dec = tiny_decoder()
+    assert all(isinstance(p, nn.Sequential) and len(p) == 0 for p in dec.input_proj)
+    cfg = DecoderConfig(hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=1, num_queries=2)
+    dec2 = MaskedAttentionDecoder(8, HID, cfg, 3)
+    assert [tuple(p.weight.shape) for p in dec2.input_proj] == [(HID, 8, 1, 1)] * 3
+
+
+# ----- logit manipulation ---------------------------------------------------------------------------
+def L(p):
+    return math.log(p / (1 - p))
+
+
+# columns: group 0 has 2 classes, group 1 has 1, group 2 has 2; no-object last
+COL_GROUP = torch.tensor([0, 0, 1, 2, 2])
+QUERY_GROUP = torch.tensor([0, 0, 1, 2, 2])
+
+
+def _logits():
+    x = torch.tensor([
+        # q0 (g0): other groups' columns sigmoid 0.5 + 0.2 + 0.1 = 0.8
+        [1.0, 2.0, 0.0, L(0.2), L(0.1), 3.0],
+        # q1 (g0): other columns sigmoid 0.9 * 3 = 2.7 -> min(1, .) = 1
+        [0.5, -0.5, L(0.9), L(0.9), L(0.9), -1.0],
+        # q2 (g1)
+        [0.3, 0.4, 1.5, 0.6, 0.7, 2.0],
+        # q3 (g2): no-object sigmoid 0.5
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.0],
+        # q4 (g2): no-object ~ 1
+        [-0.1, -0.2, -0.3, 1.4, 1.5, 20.0],
+    ], dtype=torch.float64)
+    return x[None]
+
+
+def test_manipulate_logits_hand_computed():
+    x = _logits()
+    out = manipulate_logits(x, QUERY_GROUP, COL_GROUP, torch.tensor([0.5, 0.0, -0.4]))
+    exp = x.clone()
+    # other groups' columns -> -10, own columns untouched
+    exp[0, 0:2, 2:5] = -10.0
+    exp[0, 2, [0, 1, 3, 4]] = -10.0
+    exp[0, 3:5, 0:3] = -10.0
+    # delta > 0: logit(clamp(d * min(1, evidence)))
+    exp[0, 0, 5] = L(0.5 * 0.8)
+    exp[0, 1, 5] = L(0.5 * 1.0)
+    # delta = 0: unchanged
+    exp[0, 2, 5] = 2.0
+    # delta < 0: logit(clamp(|d| * sigmoid(no-object)))
+    exp[0, 3, 5] = L(0.4 * 0.5)
+    exp[0, 4, 5] = L(0.4 * torch.sigmoid(torch.tensor(20.0, dtype=torch.float64)).item())
+    assert torch.allclose(out, exp, atol=1e-9)
+
+
+def test_manipulate_logits_clamps():
+    x = _logits()
+    x[0, 1, 2:5] = -30.0  # q1: no evidence -> 0 -> clamp 0.001
+    x[0, 4, 5] = -30.0  # q4: no-object prob ~ 0 -> clamp 0.001
+    out = manipulate_logits(x, QUERY_GROUP, COL_GROUP, torch.tensor([2.0, 0.0, -3.0]))
+    assert out[0, 0, 5].item() == pytest.approx(L(0.999))  # 2 * 0.8 = 1.6 -> 0.999
+    assert out[0, 1, 5].item() == pytest.approx(L(0.001))
+    assert out[0, 2, 5].item() == 2.0
+    assert out[0, 3, 5].item() == pytest.approx(L(0.999))  # 3 * 0.5 = 1.5 -> 0.999
+    assert out[0, 4, 5].item() == pytest.approx(L(0.001))
+    assert (out[0, 0, 2:5] == -10).all() and (out[0, 4, 0:3] == -10).all()
+
+
+def test_manipulate_logits_batched_float32():
+    x = torch.cat([_logits(), _logits().flip(-1)]).float()
+    d = torch.tensor([0.5, 0.0, -0.4])
+    out = manipulate_logits(x, QUERY_GROUP, COL_GROUP, d)
+    for b in range(2):
+        assert torch.allclose(out[b:b + 1], manipulate_logits(x[b:b + 1], QUERY_GROUP, COL_GROUP, d))
+    assert out.dtype == torch.float32
+
+
+def test_deltas_padding_and_truncation():
+    dec = tiny_decoder()
+    dec.prompt_feat.append(nn.Embedding(2, HID))
+    dec.prompt_feat.append(nn.Embedding(2, HID))
+    assert dec.num_groups == 3
+    for given, expected in (([0.4], [0.4, 0.4, 0.4]), ([0.4, 0.6], [0.4, 0.6, 0.6]),
+                            ([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]), ([0.1, -0.2, 0.3, 0.4], [0.1, -0.2, 0.3])):
+        dec.deltas = torch.tensor(given)
+        assert torch.allclose(dec._deltas_for((0, 1, 2)), torch.tensor(expected))
+
+
+# ----- groups in a whole (tiny) model ---------------------------------------------------------------
+def tiny_model():
+    torch.manual_seed(0)
+    return Mask2Former(ModelConfig(
+        backbone=ResNetConfig(depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4),
+        pixel_decoder=PixelDecoderConfig(conv_dim=HID, mask_dim=HID, num_layers=1, num_heads=2,
+                                         ffn_dim=32, num_groups=4),
+        decoder=DecoderConfig(hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=3, num_queries=4),
+        base_classes=3))
+
+
+def test_groups_isolated_and_manipulated_in_eval():
+    model = tiny_model().eval()
+    add_step(model, num_classes=2, num_prompts=3)
+    set_deltas(model, [0.4, 0.6])
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        base = model(x, groups=(0,))
+        both = model(x)
+    assert both.pred_logits.shape == (1, 4 + 3, 3 + 2 + 1)
+    assert len(both.aux_outputs) == 3
+    # block-diagonal self-attention: the base queries' masks do not depend on the prompt group
+    assert torch.allclose(both.pred_masks[:, :4], base.pred_masks, atol=1e-5)
+    for pred in [both] + list(both.aux_outputs):
+        assert (pred.pred_logits[0, :4, 3:5] == -10).all()
+        assert (pred.pred_logits[0, 4:, :3] == -10).all()
+    # single group: no manipulation by default
+    assert not (base.pred_logits == -10).any()
+    # manipulation is off in training mode
+    model.train()
+    out = model(x)
+    assert not (out.pred_logits == -10).any()
