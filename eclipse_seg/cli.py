@@ -121,6 +121,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_import_official(args) -> int:
+    from eclipse_seg.compat.official_checkpoint import import_official_main
+
+    return import_official_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eclipse-seg", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,11 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="standalone PQ (panopticapi numbers): --gt-json --gt-folder --pred-json --pred-folder")
     ep.add_argument("rest", nargs=argparse.REMAINDER)
     ep.set_defaults(func=cmd_evaluate_panoptic)
+
+    io = sub.add_parser("import-official", add_help=False,
+                        help="convert an official ECLIPSE / Mask2Former checkpoint: --weights W "
+                             "--config YAML --output ours.pt [--opts KEY VALUE ...]")
+    io.add_argument("rest", nargs=argparse.REMAINDER)
+    io.set_defaults(func=cmd_import_official)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may stand anywhere among the options
+    overrides = [x for x in extra if "=" in x and not x.startswith("-")]
+    rest = [x for x in extra if x not in overrides]
+    if rest or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
     try:
         return args.func(args)
     except EclipseSegError as e:

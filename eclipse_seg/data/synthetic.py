@@ -63,8 +63,8 @@ class SyntheticSpec:
     height: int = 64
     width: int = 64
     max_things: int = 3
-    min_thing_frac: float = 0.25  # shape size as a fraction of min(H, W)
-    max_thing_frac: float = 0.45
+    min_thing_frac: float = 0.35  # shape size as a fraction of min(H, W)
+    max_thing_frac: float = 0.6
 
 
 def _stuff_texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:

@@ -62,7 +62,8 @@ def build_scenario(cfg: Config, dataset: CocoPanopticDataset) -> Scenario:
 
 
 def build_model(cfg: Config, scenario: Scenario, method: str, step: int, thing_ids: set[int]) -> Mask2Former:
-    """The model structure of `method` after `step` (weights freshly initialised)."""
+    """The model structure of `method` after `step`, initialised from `solver.seed`."""
+    torch.manual_seed(cfg.solver.seed)
     base = scenario.num_classes if method == "joint" else scenario.steps[0]
     model_cfg = dataclasses.replace(cfg.model, base_classes=base)
     model = Mask2Former(model_cfg)

@@ -303,10 +303,10 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             it += 1
             bar.update(1)
             if it % cfg.solver.log_period == 0 or it == plan.iterations:
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}")
                 if rank == 0:
                     with open(log_path, "a") as f:
-                        f.write(json.dumps({"iteration": it, "loss": float(loss),
+                        f.write(json.dumps({"iteration": it, "loss": loss.item(),
                                             "lr": optimizer.param_groups[0]["lr"],
                                             **{k: v for k, v in terms.items()}}) + "\n")
             if stop.signal is not None:

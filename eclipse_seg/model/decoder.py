@@ -53,10 +53,48 @@ class DecoderOutput:
     aux_outputs: list[Prediction] = field(default_factory=list)
 
 
+class Attention(nn.Module):
+    """Multi-head attention with nn.MultiheadAttention's parameter layout (`in_proj_weight`,
+    `in_proj_bias`, `out_proj`), computed by one explicit code path: PyTorch's own module switches
+    to a fused kernel when no parameter requires grad, which changes the last bits of the output
+    and would break the guarantee that freezing a model leaves its predictions bitwise unchanged.
+    `use_sdpa` selects F.scaled_dot_product_attention instead (same maths, faster, not bitwise)."""
+
+    def __init__(self, d_model: int, nhead: int):
+        super().__init__()
+        self.nhead = nhead
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.zeros_(self.out_proj.bias)
+        self.use_sdpa = False
+
+    def forward(self, query, key, value, attn_mask=None):
+        """query (B, L, C), key/value (B, S, C); attn_mask bool (L, S) or (B*heads, L, S), True =
+        blocked -> (B, L, C)."""
+        b, lq, c = query.shape
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        h, d = self.nhead, c // self.nhead
+        q = F.linear(query, w_q, b_q).view(b, lq, h, d).transpose(1, 2)
+        k = F.linear(key, w_k, b_k).view(b, -1, h, d).transpose(1, 2)
+        v = F.linear(value, w_v, b_v).view(b, -1, h, d).transpose(1, 2)
+        if attn_mask is not None and attn_mask.dim() == 3:
+            attn_mask = attn_mask.view(b, h, lq, -1)
+        if self.use_sdpa:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if attn_mask is None else ~attn_mask)
+        else:
+            scores = (q * d**-0.5) @ k.transpose(-2, -1)
+            if attn_mask is not None:
+                scores = scores.masked_fill(attn_mask, float("-inf"))
+            out = scores.softmax(-1) @ v
+        return self.out_proj(out.transpose(1, 2).reshape(b, lq, c))
+
+
 class SelfAttentionLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, pre_norm: bool):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, batch_first=True)
+        self.self_attn = Attention(d_model, nhead)
         self.norm = nn.LayerNorm(d_model)
         self.pre_norm = pre_norm
         for p in self.parameters():
@@ -66,14 +104,14 @@ class SelfAttentionLayer(nn.Module):
     def forward(self, x, query_pos, attn_mask=None):
         y = self.norm(x) if self.pre_norm else x
         q = y + query_pos
-        out = x + self.self_attn(q, q, y, attn_mask=attn_mask, need_weights=False)[0]
+        out = x + self.self_attn(q, q, y, attn_mask=attn_mask)
         return out if self.pre_norm else self.norm(out)
 
 
 class CrossAttentionLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, pre_norm: bool):
         super().__init__()
-        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, batch_first=True)
+        self.multihead_attn = Attention(d_model, nhead)
         self.norm = nn.LayerNorm(d_model)
         self.pre_norm = pre_norm
         for p in self.parameters():
@@ -82,8 +120,7 @@ class CrossAttentionLayer(nn.Module):
 
     def forward(self, x, memory, memory_pos, query_pos, attn_mask):
         y = self.norm(x) if self.pre_norm else x
-        out = x + self.multihead_attn(y + query_pos, memory + memory_pos, memory,
-                                      attn_mask=attn_mask, need_weights=False)[0]
+        out = x + self.multihead_attn(y + query_pos, memory + memory_pos, memory, attn_mask=attn_mask)
         return out if self.pre_norm else self.norm(out)
 
 

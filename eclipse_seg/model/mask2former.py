@@ -83,13 +83,13 @@ class Mask2Former(nn.Module):
         return self.sem_seg_head.pixel_decoder(feats)
 
     def forward(self, images: list[torch.Tensor] | torch.Tensor, groups: tuple[int, ...] | None = None,
-                aux: str = "all") -> DecoderOutput:
+                aux: str = "all", manipulate: bool | None = None) -> DecoderOutput:
         """`images`: list of (3, H, W) RGB 0..255, or an already preprocessed batch.
         Returns pred_logits (B, Q, C+1; no-object last; after logit manipulation in eval mode) and
         pred_masks (B, Q, H_pad/4, W_pad/4)."""
         batch = images if isinstance(images, torch.Tensor) else self.preprocess(images)
         mask_features, multi_scale = self.features(batch)
-        return self.decoder(multi_scale, mask_features, groups=groups, aux=aux)
+        return self.decoder(multi_scale, mask_features, groups=groups, aux=aux, manipulate=manipulate)
 
     @torch.inference_mode()
     def predict(self, images: list[torch.Tensor], output_sizes: list[tuple[int, int]] | None = None,

@@ -201,7 +201,7 @@ def test_groups_isolated_and_manipulated_in_eval():
     model = tiny_model().eval()
     add_step(model, num_classes=2, num_prompts=3)
     set_deltas(model, [0.4, 0.6])
-    x = torch.rand(1, 3, 64, 64) * 255
+    x = torch.rand(1, 3, 32, 32) * 255
     with torch.no_grad():
         base = model(x, groups=(0,))
         both = model(x)

@@ -1,0 +1,227 @@
+"""Loading official ECLIPSE / Mask2Former detectron2 checkpoints into our model.
+
+:func:`load_official` builds our model for the step an official config describes (base model, then
+one query group per incremental step with the config's prompt count and class count, then the
+logit-manipulation deltas), loads the weights strictly (every missing, unexpected or mis-shaped key
+is listed in a :class:`~eclipse_seg.errors.CheckpointError`) and returns it in eval mode.
+
+:func:`import_official_main` is ``eclipse-seg import-official``: the same, written as one of our own
+checkpoints (loadable by :func:`eclipse_seg.engine.runner.load_model` and every command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from eclipse_seg.compat.official_config import OfficialConfig, load_official_config, to_eclipse_config
+from eclipse_seg.errors import CheckpointError, ConfigError
+
+__all__ = ["load_official", "read_official_state", "official_thing_ids", "import_official_main",
+           "build_official"]
+
+# keys an official checkpoint may hold that are not part of the inference model
+_IGNORED_PREFIXES = ("criterion.",)
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+_NORMALISATION = ("pixel_mean", "pixel_std")
+
+
+def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The model state of an official checkpoint: a `.pth` holding {"model": state} or a bare state
+    dict (read with torch.load(weights_only=True) unless `allow_pickle`), or a detectron2 / Mask2Former
+    model-zoo `.pkl` ({"model": {name: ndarray}}). Keys lose a DDP "module." prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"official checkpoint not found: {path}")
+    try:
+        if path.suffix == ".pkl":
+            with open(path, "rb") as f:
+                raw = pickle.load(f, encoding="latin1")  # the model-zoo format is a pickle
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as e:
+        hint = ("" if allow_pickle else " If you trust the file, retry with allow_pickle=True "
+                "(--allow-pickle), which lets it run code while loading.")
+        raise CheckpointError(f"cannot read official checkpoint {path}: {e}.{hint}") from e
+    except Exception as e:  # noqa: BLE001 - any reading failure means a bad file
+        raise CheckpointError(f"cannot read official checkpoint {path} ({type(e).__name__}: {e})") from e
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        raw = raw["model"]
+    elif isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict) or not raw:
+        raise CheckpointError(f"{path}: expected a state dict or {{'model': state dict}}, got "
+                              f"{type(raw).__name__}")
+    state: dict[str, torch.Tensor] = {}
+    for k, v in raw.items():
+        if not isinstance(k, str):
+            raise CheckpointError(f"{path}: non-string key {k!r} in the state dict")
+        k = k.removeprefix("module.")
+        if isinstance(v, torch.Tensor):
+            state[k] = v
+        elif isinstance(v, (np.ndarray, np.generic, int, float)):
+            state[k] = torch.as_tensor(np.asarray(v))
+        else:
+            raise CheckpointError(f"{path}: value of '{k}' is a {type(v).__name__}, not an array")
+    return state
+
+
+def official_thing_ids(catalog: str, order: list[int], thing_classes: Iterable[int] | None) -> set[int]:
+    """Category ids (in the class order's id space) that are things. `thing_classes`: 0-based model
+    labels (positions in `order`); None = the catalog's flags (ADE20K by id, COCO by contiguous id)."""
+    if thing_classes is not None:
+        labels = [int(x) for x in thing_classes]
+        bad = [x for x in labels if not 0 <= x < len(order)]
+        if bad:
+            raise ConfigError(f"thing_classes: labels {bad[:10]} outside 0..{len(order) - 1}")
+        return {order[x] for x in labels}
+    from eclipse_seg.data.catalogs import load_catalog
+
+    key = "contiguous_id" if catalog == "coco" else "id"
+    return {c[key] for c in load_catalog(catalog) if c.get("isthing")}
+
+
+def _prepare_state(state: dict[str, torch.Tensor], model, path) -> dict[str, torch.Tensor]:
+    """Drop known non-model keys (after checking the normalisation), rename old / model-zoo keys."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.startswith(_IGNORED_PREFIXES) or k.endswith(_IGNORED_SUFFIXES):
+            continue
+        if k in _NORMALISATION:
+            ours = getattr(model, k).detach().cpu().reshape(-1)
+            if v.numel() != ours.numel() or not torch.allclose(v.float().reshape(-1), ours, atol=1e-3):
+                raise CheckpointError(f"{path}: '{k}' = {v.reshape(-1).tolist()} differs from ours "
+                                      f"{ours.tolist()}; this model expects other input normalisation")
+            continue
+        out[k.replace("predictor.static_query", "predictor.query_feat")] = v
+    # a Mask2Former model-zoo linear classifier: class_embed (C+1, hidden), no-object last
+    p = "sem_seg_head.predictor.class_embed."
+    if p + "weight" in out and p + "cls.0.weight" not in out:
+        own = model.state_dict()
+        if p + "cls.1.weight" in own and p + "cls.2.weight" not in own and p + "cls.1.layers.0.weight" not in own:
+            w = out.pop(p + "weight")
+            out[p + "cls.1.weight"], out[p + "cls.0.weight"] = w[:-1], w[-1:]
+            if p + "bias" in out:
+                b = out.pop(p + "bias")
+                out[p + "cls.1.bias"], out[p + "cls.0.bias"] = b[:-1], b[-1:]
+    return out
+
+
+def _load_strict(model, state: dict[str, torch.Tensor], path) -> None:
+    own = model.state_dict()
+    own_keys = set(own) - {"thing_mask"}  # ours alone: thing flags, set from the catalog
+    missing = sorted(own_keys - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in own_keys & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        def show(keys, n=20):
+            return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
+        if wrong:
+            parts.append("shape mismatches: " + ", ".join(
+                f"{k} checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:20]))
+        raise CheckpointError(f"official checkpoint {path} does not fit the model its config describes "
+                              f"(check CONT.TASK, CONT.NUM_PROMPTS, the class counts and widths):\n  "
+                              + "\n  ".join(parts))
+    with torch.no_grad():
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+
+
+def _as_official(config: str | Path | OfficialConfig, opts: list[str] | None) -> OfficialConfig:
+    if isinstance(config, OfficialConfig):
+        if opts:
+            raise ConfigError("opts are applied when loading the YAML; pass the path instead of an "
+                              "OfficialConfig, or apply them with load_official_config")
+        return config
+    return load_official_config(config, opts)
+
+
+def build_official(config: str | Path | OfficialConfig, opts: list[str] | None = None,
+                   thing_classes: Iterable[int] | None = None):
+    """(model with fresh weights, Config, Scenario, info, thing_ids) for an official config."""
+    from eclipse_seg.engine.runner import build_model
+    from eclipse_seg.scenarios import parse_scenario
+
+    official = _as_official(config, opts)
+    cfg, info = to_eclipse_config(official)
+    scenario = parse_scenario(cfg.continual.scenario, cfg.continual.order)
+    thing_ids = official_thing_ids(info["catalog"], list(scenario.order), thing_classes)
+    model = build_model(cfg, scenario, cfg.continual.method, info["step"], thing_ids)
+    got = model.decoder.class_embed.classes_per_step
+    if got != info["classes_per_step"]:  # pragma: no cover - a bug, not a user error
+        raise ConfigError(f"internal: built class heads {got}, official {info['classes_per_step']}")
+    return model, cfg, scenario, info, thing_ids
+
+
+def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts: list[str] | None = None,
+                  thing_classes: Iterable[int] | None = None, *, allow_pickle: bool = False):
+    """Our Mask2Former holding an official checkpoint, in eval mode.
+
+    `config`: the official YAML (its `_BASE_` chain is followed) and `opts` the official KEY VALUE
+    overrides, e.g. ["CONT.TASK", "10", "CONT.NUM_PROMPTS", "10", ...]. `thing_classes`: 0-based
+    labels that are things (default: from the ADE20K / COCO catalog the config's dataset names)."""
+    model, _, _, _, _ = build_official(config, opts, thing_classes)
+    state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
+    _load_strict(model, state, weights)
+    model.eval()
+    return model
+
+
+def import_official(weights: str | Path, config: str | Path, output: str | Path,
+                    opts: list[str] | None = None, thing_classes: Iterable[int] | None = None, *,
+                    allow_pickle: bool = False) -> dict[str, Any]:
+    """Write an official checkpoint as one of ours; returns its manifest."""
+    from eclipse_seg.engine.checkpoint import save_checkpoint
+    from eclipse_seg.engine.runner import manifest_for
+
+    model, cfg, scenario, info, thing_ids = build_official(config, opts, thing_classes)
+    state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
+    _load_strict(model, state, weights)
+    manifest = {**manifest_for(cfg, scenario, info["step"], cfg.continual.method, model),
+                "thing_ids": sorted(thing_ids), "complete": True,
+                "imported_from": {"weights": str(weights), "config": str(config),
+                                  "opts": list(opts or [])}}
+    save_checkpoint(Path(output), {"model": model.state_dict(), "manifest": manifest})
+    return manifest
+
+
+def import_official_main(argv: list[str] | None = None) -> int:
+    """`eclipse-seg import-official --weights W --config YAML [--thing-classes 0,1,..]
+    [--allow-pickle] --output ours.pt [--opts KEY VALUE ...]` (--opts takes the rest of the line)."""
+    p = argparse.ArgumentParser(
+        prog="eclipse-seg import-official",
+        description="Convert an official ECLIPSE / Mask2Former checkpoint (+ its yaml and KEY VALUE "
+                    "overrides) to an eclipse-seg checkpoint.")
+    p.add_argument("--weights", required=True, help="official .pth ({'model': state}) or model-zoo .pkl")
+    p.add_argument("--config", required=True, help="official yaml (e.g. configs/ade20k/panoptic-"
+                   "segmentation/maskformer2_R50_bs16_160k.yaml, with its _BASE_ files)")
+    p.add_argument("--output", required=True, help="our checkpoint to write (e.g. ade_100_5.pt)")
+    p.add_argument("--thing-classes", help="comma-separated 0-based labels that are things "
+                   "(default: from the ADE20K / COCO catalog)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read a .pth with full unpickling (only for files you trust)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="official KEY VALUE overrides, e.g. CONT.TASK 10 CONT.NUM_PROMPTS 10 (last)")
+    args = p.parse_args(argv)
+    things = None
+    if args.thing_classes is not None:
+        try:
+            things = [int(x) for x in args.thing_classes.split(",") if x.strip()]
+        except ValueError:
+            raise ConfigError(f"--thing-classes: expected comma-separated integers, got "
+                              f"{args.thing_classes!r}") from None
+    manifest = import_official(args.weights, args.config, args.output, args.opts, things,
+                               allow_pickle=args.allow_pickle)
+    print(f"wrote {args.output}: scenario {manifest['scenario']['name']}, step {manifest['step']}, "
+          f"method {manifest['method']}, query groups {manifest['groups']}, classes per step "
+          f"{manifest['classes_per_step']}")
+    return 0
