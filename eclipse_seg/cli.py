@@ -76,15 +76,19 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from eclipse_seg.config import apply_overrides, load_config
+    from eclipse_seg.engine.check_data import preflight
     from eclipse_seg.engine.evaluate import evaluate_model, step_result
     from eclipse_seg.engine.runner import build_datasets, load_model
     from eclipse_seg.metrics.panoptic_quality import format_pq_table
 
+    if args.config and "=" in args.config:  # an override, not a config path
+        args.overrides, args.config = [args.config, *args.overrides], None
     model, cfg, scenario, step, method = load_model(args.weights, args.device or "cpu")
     if args.config or args.overrides:  # data / test settings from a config and/or overrides
         other = (load_config(_resolve_config(args.config), args.overrides) if args.config
                  else apply_overrides(cfg, args.overrides))
         cfg.data, cfg.test = other.data, other.test
+    preflight(cfg, splits=("val",), scenario=False)
     _, val = build_datasets(cfg)
     summary = evaluate_model(model, val, scenario, step, batch_size=cfg.test.batch_size,
                              object_mask_threshold=cfg.test.object_mask_threshold,
@@ -119,6 +123,12 @@ def cmd_demo(args) -> int:
 
     run_demo(Path(args.out), quick=args.quick, progress=not args.no_progress)
     return 0
+
+
+def cmd_check_data(args) -> int:
+    from eclipse_seg.engine.check_data import check_data_main
+
+    return check_data_main(args.rest)
 
 
 def cmd_import_official(args) -> int:
@@ -180,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="standalone PQ (panopticapi numbers): --gt-json --gt-folder --pred-json --pred-folder")
     ep.add_argument("rest", nargs=argparse.REMAINDER)
     ep.set_defaults(func=cmd_evaluate_panoptic)
+
+    cd = sub.add_parser("check-data", add_help=False,
+                        help="check a config's dataset (both splits + scenario), report every "
+                             "problem: CONFIG [key=value ...] [--quick]")
+    cd.add_argument("rest", nargs=argparse.REMAINDER)
+    cd.set_defaults(func=cmd_check_data)
 
     io = sub.add_parser("import-official", add_help=False,
                         help="convert an official ECLIPSE / Mask2Former checkpoint: --weights W "

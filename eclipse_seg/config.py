@@ -120,8 +120,18 @@ class Config:
 def _check_type(value: Any, annotation: Any, key: str) -> Any:
     """Coerce/validate one leaf value against its annotation."""
     origin = typing.get_origin(annotation)
-    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ConfigError(f"config key '{key}': {value!r} is too large for a float") from None
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
@@ -174,12 +184,15 @@ def parse_overrides(overrides: list[str]) -> dict:
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: bad date, huge int
             raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from e
         node = tree
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' was set to a "
+                                  f"value ({node!r}) by an earlier override, not a section")
         node[parts[-1]] = value
     return tree
 
@@ -192,17 +205,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def _load_yaml_tree(path: Path, seen: tuple = ()) -> dict:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:  # e.g. a name longer than the OS allows
+        found = False
+    if not found:
         raise ConfigError(f"config file not found: {path}")
     if path.resolve() in seen:
         raise ConfigError(f"config file {path} includes itself through _base_")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: bad date, huge int,
+        # not UTF-8 (UnicodeDecodeError)
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
     base = data.pop("_base_", None)
+    if base and not isinstance(base, str):
+        raise ConfigError(f"config file {path}: _base_ must be a file name, got {base!r}")
     if base:
         data = _merge(_load_yaml_tree(path.parent / base, seen + (path.resolve(),)), data)
     return data

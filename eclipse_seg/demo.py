@@ -70,8 +70,9 @@ def _verdict(results: dict) -> str:
     ecl, ft = m["eclipse"]["steps"], m["finetune"]["steps"]
     base = ecl[0]["pq_new"]
     final_old = ecl[-1]["pq_old"]
+    kept = f"{100 * final_old / base:.0f}%" if base else "n/a"
     lines = ["", f"ECLIPSE keeps {final_old:.1f} PQ on old classes after the last step "
-                 f"({100 * final_old / base:.0f}% of its step-0 PQ {base:.1f}); "
+                 f"({kept} of its step-0 PQ {base:.1f}); "
                  f"fine-tuning keeps {ft[-1]['pq_old']:.1f}.",
              f"New-class PQ at the last step: ECLIPSE {ecl[-1]['pq_new']:.1f}, "
              f"fine-tuning {ft[-1]['pq_new']:.1f}; joint (upper bound) all-class PQ "

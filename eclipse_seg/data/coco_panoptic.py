@@ -325,6 +325,8 @@ def _read_json(json_path: Path) -> Any:
         raise DataError(
             f"{json_path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from e
+    except (ValueError, RecursionError) as e:  # integers over 4300 digits, absurd nesting
+        raise DataError(f"{json_path}: invalid JSON ({type(e).__name__}: {e})") from e
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,7 +335,7 @@ def _read_json(json_path: Path) -> Any:
 def read_image_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array; any failure is a DataError."""
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise DataError(f"{path}: {what} file not found")
     try:
         with Image.open(path) as im:
@@ -344,8 +346,15 @@ def read_image_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     return arr
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. ENAMETOOLONG for a file_name of the JSON longer than the OS allows
+        return False
+
+
 def _read_panoptic_png(path: Path) -> np.ndarray:
-    if not path.is_file():
+    if not _is_file(path):
         raise DataError(f"{path}: panoptic PNG file not found")
     try:
         with Image.open(path) as im:

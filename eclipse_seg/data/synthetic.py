@@ -5,6 +5,9 @@ occlusions and a class order to split into continual steps, with no download. Cl
 separable by one pixel colour: every thing colour is shared by two shapes, and sky/water (blue),
 sand/wall (tan), snow/cloud-white things share hues but differ in texture or shape.
 
+Things also carry a class texture (stripes, checkerboard, dots, plain), a local cue that a small
+network picks up quickly, as it does the stuff textures.
+
 Written in the same on-disk format as COCO / ADE20K panoptic (JSON + id PNGs + images), so the demo
 exercises the very loader real users run.
 """
@@ -128,6 +131,21 @@ def _shape_mask(name: str, h: int, w: int, cy: float, cx: float, r: float) -> np
     raise ValueError(f"unknown thing class {name!r}")
 
 
+def _thing_pattern(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) brightness pattern of a thing class: a local texture cue on top of its shape."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    oy, ox = rng.integers(0, 4, size=2)
+    if name == "square":  # horizontal stripes
+        return np.where(((yy + oy) // 2) % 2 == 0, 1.0, 0.6).astype(np.float32)
+    if name == "triangle":  # checkerboard
+        return np.where((((yy + oy) // 3) + ((xx + ox) // 3)) % 2 == 0, 1.0, 0.55).astype(np.float32)
+    if name == "cross":  # diagonal stripes
+        return np.where(((yy + xx + ox) // 2) % 2 == 0, 1.0, 0.6).astype(np.float32)
+    if name == "diamond":  # dots
+        return np.where(((yy + oy) % 3 == 0) & ((xx + ox) % 3 == 0), 0.5, 1.0).astype(np.float32)
+    return np.ones((h, w), np.float32)  # disk and ring: plain
+
+
 def _stuff_layout(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
     """(H, W) index map into the chosen stuff classes: a wavy horizon, sometimes a blob."""
     n = 3 if rng.random() < 0.5 else 2
@@ -178,6 +196,7 @@ def generate_image(
             continue
         colour = np.array(_PALETTE[_THING_COLOURS[cat["name"]][int(rng.integers(2))]], np.float32)
         shade = 1.0 + 0.08 * rng.normal(0, 1, (h, w, 1)).astype(np.float32)
+        shade *= _thing_pattern(cat["name"], h, w, rng)[..., None]
         image[mask] = (colour * shade)[mask]
         ids[mask] = next_id
         seg_to_cat[next_id] = cat["id"]

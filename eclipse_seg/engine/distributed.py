@@ -81,3 +81,25 @@ def gather_objects(obj) -> list:
 def log(message: str) -> None:
     if rank() == 0:
         print(message, file=sys.stderr, flush=True)
+
+
+def maybe_compile(module: torch.nn.Module, enabled: bool):
+    """`torch.compile(module)` when enabled and available (config `solver.compile`), else the module.
+    A compile failure at the first call (no C++ compiler, unsupported op) falls back to eager with
+    a warning instead of killing the run."""
+    if not enabled or not hasattr(torch, "compile"):
+        return module
+    compiled = torch.compile(module)
+    state = {"fn": compiled}
+
+    def call(*args, **kwargs):
+        try:
+            return state["fn"](*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any backend failure: eager is always correct
+            if state["fn"] is module:
+                raise
+            log(f"warning: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eager")
+            state["fn"] = module
+            return module(*args, **kwargs)
+
+    return call

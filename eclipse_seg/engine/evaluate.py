@@ -64,18 +64,20 @@ def evaluate_model(model: Mask2Former, dataset: CocoPanopticDataset, scenario: S
                                     "segments_info": segments})
         bar.update(len(chunk))
     bar.close()
-    states = dist.gather_objects((evaluator.stat.to_state(), annotations))
+    states = dist.gather_objects((evaluator.stat.to_state(), annotations, evaluator.num_images))
     if dist.rank() != 0:
         return {}
     total = PanopticEvaluator(dataset.categories)
-    for state, _ in states:
+    for state, _, _ in states:
         total.merge(state)
     if predictions_dir is not None:
-        anns = sorted((a for _, part in states for a in part), key=lambda a: str(a["image_id"]))
+        anns = sorted((a for _, part, _ in states for a in part), key=lambda a: str(a["image_id"]))
         (predictions_dir / "predictions.json").write_text(json.dumps(
             {"annotations": anns, "categories": dataset.categories}))
     thing_ids = {c["id"] for c in dataset.categories if c.get("isthing")}
-    return total.summarize(step_groups(scenario, step, thing_ids))
+    summary = total.summarize(step_groups(scenario, step, thing_ids))
+    summary["num_images"] = sum(count for _, _, count in states)  # over all ranks
+    return summary
 
 
 def step_result(summary: dict, step: int, scenario: Scenario) -> dict:

@@ -22,6 +22,7 @@ from eclipse_seg.data.catalogs import official_order
 from eclipse_seg.data.coco_panoptic import CocoPanopticDataset, atomic_write_bytes
 from eclipse_seg.data.synthetic import make_synthetic
 from eclipse_seg.engine import distributed as dist
+from eclipse_seg.engine.check_data import preflight
 from eclipse_seg.engine.checkpoint import load_checkpoint
 from eclipse_seg.engine.evaluate import evaluate_model, step_groups, step_result
 from eclipse_seg.engine.train import grow_for_step, plan_step, resolve_device, train_step
@@ -124,6 +125,7 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     results_path = results_path or out / "results.json"
+    preflight(cfg, splits=("train", "val") if evaluate else ("train",), scenario=method != "joint")
     train_ds, val_ds = build_datasets(cfg)
     scenario = build_scenario(cfg, train_ds)
     thing_ids = {c["id"] for c in train_ds.categories if c.get("isthing")}
@@ -152,7 +154,12 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
         model.to(device)
         plan = plan_step(cfg, scenario, step, method)
         manifest = {**manifest_for(cfg, scenario, step, method, model), "thing_ids": sorted(thing_ids)}
-        if step == 0 and init_from is not None:
+        if final.exists():  # trained before, not yet evaluated: reuse the weights
+            payload = load_checkpoint(final)
+            _load_state(model, payload["model"], final)
+            stats = {"train_seconds": payload.get("train_seconds", 0.0),
+                     "trainable_params": payload["manifest"].get("trainable_params", 0)}
+        elif step == 0 and init_from is not None:
             stats = _adopt_base(model, init_from, final, manifest)
         else:
             stats = train_step(model, cfg, scenario, plan, train_ds, step_dir, manifest,

@@ -233,7 +233,9 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
         # the FrozenBN buffers are not parameters; honour the backbone's freeze_at
         model.backbone._freeze(cfg.model.backbone.freeze_at)
     optimizer = build_optimizer(model, plan, cfg)
-    ddp_model = dist.wrap(model)
+    ddp_model = model if plan.prompt_tuning else dist.wrap(model)  # prompt tuning: all_reduce below
+    forward = dist.maybe_compile(ddp_model, cfg.solver.compile and not plan.prompt_tuning)
+    decoder = dist.maybe_compile(model.decoder, cfg.solver.compile and plan.prompt_tuning)
     criterion = SetCriterion(LossConfig(**{**cfg.loss.__dict__, "class_weight": plan.class_weight}))
     data = StepData(dataset, scenario, plan, cfg)
     start_iter, elapsed = 0, 0.0
@@ -281,10 +283,10 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
                 if plan.prompt_tuning:
                     with torch.no_grad():  # the frozen trunk builds no autograd graph
                         mask_features, multi_scale = model.features(batch)
-                    out = model.decoder(multi_scale, mask_features, groups=(plan.step,), aux="first")
+                    out = decoder(multi_scale, mask_features, groups=(plan.step,), aux="first")
                 else:
                     groups = (0,)
-                    out = ddp_model(batch, groups=groups, aux="all")
+                    out = forward(batch, groups=groups, aux="all")
             num_masks = dist.mean_num_masks(targets)
             loss, terms = criterion(out, targets, num_masks)
             if not torch.isfinite(loss):
@@ -319,7 +321,9 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     if it >= plan.iterations and rank == 0:
         save_checkpoint(step_dir / "final.pt", {
             "model": model.state_dict(),
-            "manifest": {**manifest, "iteration": it, "complete": True}, "train_seconds": seconds})
+            "manifest": {**manifest, "iteration": it, "complete": True,
+                         "trainable_params": sum(p.numel() for p in params)},
+            "train_seconds": seconds})
     dist.barrier()
     return {"iterations": it, "train_seconds": seconds, "complete": it >= plan.iterations,
             "trainable_params": sum(p.numel() for p in params)}

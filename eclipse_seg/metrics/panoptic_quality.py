@@ -379,10 +379,15 @@ def _categories_dict(categories: Sequence[Mapping[str, Any]], where: str) -> dic
     for i, c in enumerate(categories):
         try:
             cid = int(c["id"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise DataError(f"{_where(where)}categories[{i}] has no integer 'id': {c!r}") from exc
         if cid in out:
             raise DataError(f"{_where(where)}category id {cid} is listed twice")
+        try:  # summarize() splits things / stuff with int(isthing)
+            int(c.get("isthing", 0))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DataError(f"{_where(where)}categories[{i}].isthing must be 0 or 1, got "
+                            f"{c.get('isthing')!r}") from exc
         out[cid] = dict(c)
     return out
 
@@ -463,6 +468,13 @@ class PanopticEvaluator:
 # files
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. ENAMETOOLONG for a file_name longer than the OS allows
+        return False
+
+
 def decode_panoptic_png(path: Path) -> np.ndarray:
     """Read a panoptic PNG into an (H, W) int64 id map (``R + 256*G + 256**2*B``).
 
@@ -472,7 +484,7 @@ def decode_panoptic_png(path: Path) -> np.ndarray:
     from PIL import Image
 
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise DataError(f"{path}: panoptic PNG not found")
     try:
         with Image.open(path) as im:
@@ -494,12 +506,13 @@ def decode_panoptic_png(path: Path) -> np.ndarray:
 
 def _load_json(path: Path, kind: str) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise DataError(f"{path}: {kind} JSON not found")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError,
+        # integers over 4300 digits, absurd nesting
         raise DataError(f"{path}: cannot parse {kind} JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise DataError(f"{path}: {kind} JSON must be an object, got {type(data).__name__}")

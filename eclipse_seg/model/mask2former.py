@@ -65,6 +65,16 @@ class Mask2Former(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def set_fast_attention(self, enabled: bool = True) -> "Mask2Former":
+        """Decoder attention through F.scaled_dot_product_attention (faster, equal within float
+        rounding) instead of the explicit, bitwise-reproducible default path."""
+        from eclipse_seg.model.decoder import Attention
+
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.use_sdpa = bool(enabled)
+        return self
+
     def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor:
         """List of (3, H, W) 0..255 -> normalised, zero-padded batch (B, 3, H_pad, W_pad)."""
         h = max(int(im.shape[-2]) for im in images)

@@ -1,0 +1,106 @@
+"""Shared helpers of the benchmarks: timing, peak memory, environment description, tables."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Timer:
+    """Accumulates wall-clock seconds per named stage (device-synchronised)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.times: dict[str, list[float]] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        sync(self.device)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sync(self.device)
+        self.times.setdefault(name, []).append(time.perf_counter() - t0)
+        return out
+
+
+def median_ms(xs: list[float]) -> float:
+    return 1000.0 * statistics.median(xs)
+
+
+def p90_ms(xs: list[float]) -> float:
+    s = sorted(xs)
+    return 1000.0 * s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+
+
+def maxrss_mb() -> float:
+    """Peak resident set size of this process so far (Linux: ru_maxrss is in KiB)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mb(device: torch.device, rss_before: float) -> float:
+    """CUDA: max_memory_allocated; CPU: growth of the peak RSS (ru_maxrss) over `rss_before`."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return maxrss_mb() - rss_before
+
+
+def memory_method(device: torch.device) -> str:
+    return ("torch.cuda.max_memory_allocated" if device.type == "cuda"
+            else "ru_maxrss growth in a fresh subprocess (peak RSS after the measured runs minus "
+                 "peak RSS before them)")
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu:{cpu} ({torch.get_num_threads()} threads)"
+
+
+def run_child(module: str, args: list[str]) -> dict:
+    """Run `python -m module args` in a fresh process; it prints one JSON line last."""
+    out = subprocess.run([sys.executable, "-m", module, *args], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        return f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    cells = [headers] + [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def write_json(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=1))

@@ -1,0 +1,172 @@
+"""Inference latency of ECLIPSE on the R50 ADE panoptic Mask2Former (random weights) as continual
+steps accumulate: T incremental steps of 10 prompts (100 base queries + 10*T prompts).
+
+Per T (each in a fresh subprocess, so that peak memory is that T's alone):
+  - end-to-end latency split into backbone (incl. preprocessing) / pixel decoder / decoder /
+    post-processing (eclipse_seg.inference.postprocess, exactly as Mask2Former.predict runs it);
+  - the decoder alone on fixed random multi-scale features: the grouped decoder (one batched call,
+    block-diagonal self-attention) and the per-group Python loop reference (each group alone
+    through the decoder, as the official code loops over groups), with the ratio;
+  - peak memory: CUDA max_memory_allocated, CPU ru_maxrss growth during the measured runs.
+
+  python -m benchmarks.inference [--quick] [--json out.json] [--device cpu|cuda] [--sdpa]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from benchmarks._common import (Timer, describe, maxrss_mb, median_ms, memory_method, p90_ms,
+                                peak_mb, reset_peak, run_child, sync, table, write_json)
+
+STEPS = (0, 1, 5, 10)
+PROMPTS = 10
+
+
+def build(T: int, device: torch.device, sdpa: bool):
+    from eclipse_seg.continual import add_step, set_deltas
+    from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
+
+    torch.manual_seed(0)
+    model = Mask2Former(ModelConfig(base_classes=100))
+    for _ in range(T):
+        add_step(model, 5, PROMPTS)
+    set_deltas(model, [0.4] + [0.6] * T)
+    model.set_fast_attention(sdpa)
+    return model.to(device).eval()
+
+
+def loop_decoder(dec, multi_scale, mask_features):
+    """Reference: every group alone through the decoder, outputs concatenated, then the logit
+    manipulation (which needs every group's logits) on the final prediction."""
+    from eclipse_seg.model.decoder import manipulate_logits
+
+    outs = [dec(multi_scale, mask_features, groups=(g,), manipulate=False) for g in range(dec.num_groups)]
+    logits = torch.cat([o.pred_logits for o in outs], 1)
+    masks = torch.cat([o.pred_masks for o in outs], 1)
+    if dec.num_groups > 1:
+        idx = dec._group_indices(tuple(range(dec.num_groups)), logits.device)
+        logits = manipulate_logits(logits, idx["query_group"], idx["col_group"],
+                                   dec._deltas_for(tuple(range(dec.num_groups))))
+    return logits, masks
+
+
+def child(T: int, size: int, runs: int, warmup: int, device: torch.device, sdpa: bool) -> dict:
+    from eclipse_seg.inference import postprocess
+
+    model = build(T, device, sdpa)
+    g = torch.Generator().manual_seed(1)
+    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g)
+    dec = model.decoder
+    timer = Timer(device)
+
+    def full_pass(timer):
+        batch = timer.run("backbone", lambda: model.backbone(model.preprocess([image])))
+        mf, ms = timer.run("pixel_decoder", model.sem_seg_head.pixel_decoder, batch)
+        out = timer.run("decoder", dec, ms, mf)
+        padded = (out.pred_masks.shape[-2] * 4, out.pred_masks.shape[-1] * 4)
+        return timer.run("postprocess", postprocess, out.pred_logits[0], out.pred_masks[0], padded,
+                         (size, size), (size, size), model.thing_mask)
+
+    c = dec.cfg.hidden_dim
+    s = size // 4
+    multi_scale = [torch.randn(1, c, s // 8, s // 8, generator=g).to(device),
+                   torch.randn(1, c, s // 4, s // 4, generator=g).to(device),
+                   torch.randn(1, c, s // 2, s // 2, generator=g).to(device)]
+    mask_features = torch.randn(1, c, s, s, generator=g).to(device)
+
+    with torch.inference_mode():
+        # warm-up, and the check that the split path is Mask2Former.predict's
+        for _ in range(warmup):
+            res = full_pass(Timer(device))
+            dec(multi_scale, mask_features)
+            loop_decoder(dec, multi_scale, mask_features)
+        ref = model.predict([image])[0]
+        assert torch.equal(ref["panoptic_seg"], res["panoptic_seg"]), "split path != predict()"
+        grouped = dec(multi_scale, mask_features)
+        loop_logits, loop_masks = loop_decoder(dec, multi_scale, mask_features)
+        max_diff = max(float((grouped.pred_logits - loop_logits).abs().max()),
+                       float((grouped.pred_masks - loop_masks).abs().max()))
+        sync(device)
+        reset_peak(device)
+        rss0 = maxrss_mb()
+        for _ in range(runs):
+            timer.times.setdefault("total", [])
+            import time
+            t0 = time.perf_counter()
+            full_pass(timer)
+            timer.times["total"].append(time.perf_counter() - t0)
+        peak = peak_mb(device, rss0)
+        for _ in range(runs):
+            timer.run("decoder_alone", dec, multi_scale, mask_features)
+            timer.run("decoder_loop", loop_decoder, dec, multi_scale, mask_features)
+    stats = {k: {"median_ms": median_ms(v), "p90_ms": p90_ms(v)} for k, v in timer.times.items()}
+    return {"T": T, "queries": sum(dec.group_size(i) for i in range(dec.num_groups)), "stats": stats,
+            "peak_mb": peak, "peak_rss_mb": maxrss_mb(), "grouped_vs_loop_max_abs_diff": max_diff,
+            "device": describe(device), "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="256x256, 3 runs (a couple of minutes on CPU)")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--size", type=int, default=None, help="square input size (default 512; quick 256)")
+    ap.add_argument("--runs", type=int, default=None, help="measured runs (default 10; quick 3)")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--steps", default=",".join(map(str, STEPS)))
+    ap.add_argument("--sdpa", action="store_true", help="decoder attention via scaled_dot_product_attention")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    size = a.size or (256 if a.quick else 512)
+    runs = a.runs or (3 if a.quick else 10)
+    warmup = a.warmup if a.warmup is not None else (1 if a.quick else 2)
+    device = torch.device(a.device)
+    if a.child is not None:
+        print(json.dumps(child(a.child, size, runs, warmup, device, a.sdpa)))
+        return 0
+    steps = [int(t) for t in a.steps.split(",")]
+    results = []
+    for T in steps:
+        args = ["--child", str(T), "--size", str(size), "--runs", str(runs), "--warmup", str(warmup),
+                "--device", a.device] + (["--sdpa"] if a.sdpa else [])
+        r = run_child("benchmarks.inference", args)
+        results.append(r)
+        print(f"T={T} done: total {r['stats']['total']['median_ms']:.1f} ms", file=sys.stderr, flush=True)
+    rows = []
+    for r in results:
+        s = r["stats"]
+        rows.append([r["T"], r["queries"], s["total"]["median_ms"], s["total"]["p90_ms"],
+                     s["backbone"]["median_ms"], s["pixel_decoder"]["median_ms"],
+                     s["decoder"]["median_ms"], s["postprocess"]["median_ms"], r["peak_mb"],
+                     s["decoder_alone"]["median_ms"], s["decoder_loop"]["median_ms"],
+                     f"{s['decoder_loop']['median_ms'] / s['decoder_alone']['median_ms']:.2f}x"])
+    print(f"device {results[0]['device']}, input {size}x{size}, batch 1, {runs} runs after {warmup} "
+          f"warm-up, attention {'sdpa' if a.sdpa else 'explicit'}; peak memory: {memory_method(device)}")
+    print(table(["T", "queries", "total med ms", "total p90 ms", "backbone", "pixel dec", "decoder",
+                 "postproc", "peak MB", "decoder alone", "decoder loop", "loop/grouped"], rows))
+    base = results[0]["stats"]["total"]["median_ms"]
+    for r in results[1:]:
+        print(f"T={r['T']}: total / T=0 = {r['stats']['total']['median_ms'] / base:.3f}; "
+              f"grouped vs loop max |diff| = {r['grouped_vs_loop_max_abs_diff']:.2e}")
+    key = lambda r: str(r["T"])  # noqa: E731
+    write_json(a.json, {
+        "device": results[0]["device"], "size": size, "runs": runs, "sdpa": a.sdpa,
+        "memory": memory_method(device),
+        "total_ms": {key(r): r["stats"]["total"]["median_ms"] for r in results},
+        "total_p90_ms": {key(r): r["stats"]["total"]["p90_ms"] for r in results},
+        "stages_ms": {key(r): {k: r["stats"][k]["median_ms"] for k in
+                               ("backbone", "pixel_decoder", "decoder", "postprocess")} for r in results},
+        "decoder_ms": {key(r): r["stats"]["decoder_alone"]["median_ms"] for r in results},
+        "decoder_loop_ms": {key(r): r["stats"]["decoder_loop"]["median_ms"] for r in results},
+        "peak_mb": {key(r): r["peak_mb"] for r in results},
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
