@@ -41,7 +41,7 @@ def median_ms(xs: list[float]) -> float:
 
 def p90_ms(xs: list[float]) -> float:
     s = sorted(xs)
-    return 1000.0 * s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+    return 1000.0 * s[min(len(s) - 1, round(0.9 * (len(s) - 1)))]
 
 
 def maxrss_mb() -> float:

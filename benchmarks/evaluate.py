@@ -21,8 +21,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._common import (describe, maxrss_mb, memory_method, peak_mb, reset_peak, run_child,
-                                table, write_json)
+from benchmarks._common import (
+    describe,
+    maxrss_mb,
+    memory_method,
+    peak_mb,
+    reset_peak,
+    run_child,
+    table,
+    write_json,
+)
 
 
 def _setup(root: Path, device: torch.device):

@@ -1,7 +1,8 @@
 """Inference latency of ECLIPSE on the R50 ADE panoptic Mask2Former (random weights) as continual
 steps accumulate: T incremental steps of 10 prompts (100 base queries + 10*T prompts).
 
-Per T (each in a fresh subprocess, so that peak memory is that T's alone):
+Per T (latency: all T's models in one process, measured round-robin so that load from other
+processes hits every T alike; peak memory: one fresh subprocess per T):
   - end-to-end latency split into backbone (incl. preprocessing) / pixel decoder / decoder /
     post-processing (eclipse_seg.inference.postprocess, exactly as Mask2Former.predict runs it);
   - the decoder alone on fixed random multi-scale features: the grouped decoder (one batched call,
@@ -20,8 +21,20 @@ import sys
 
 import torch
 
-from benchmarks._common import (Timer, describe, maxrss_mb, median_ms, memory_method, p90_ms,
-                                peak_mb, reset_peak, run_child, sync, table, write_json)
+from benchmarks._common import (
+    Timer,
+    describe,
+    maxrss_mb,
+    median_ms,
+    memory_method,
+    p90_ms,
+    peak_mb,
+    reset_peak,
+    run_child,
+    sync,
+    table,
+    write_json,
+)
 
 STEPS = (0, 1, 5, 10)
 PROMPTS = 10
@@ -55,14 +68,13 @@ def loop_decoder(dec, multi_scale, mask_features):
     return logits, masks
 
 
-def child(T: int, size: int, runs: int, warmup: int, device: torch.device, sdpa: bool) -> dict:
+def _prepare(T: int, size: int, device: torch.device, sdpa: bool) -> dict:
     from eclipse_seg.inference import postprocess
 
     model = build(T, device, sdpa)
     g = torch.Generator().manual_seed(1)
     image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g)
     dec = model.decoder
-    timer = Timer(device)
 
     def full_pass(timer):
         batch = timer.run("backbone", lambda: model.backbone(model.preprocess([image])))
@@ -72,42 +84,66 @@ def child(T: int, size: int, runs: int, warmup: int, device: torch.device, sdpa:
         return timer.run("postprocess", postprocess, out.pred_logits[0], out.pred_masks[0], padded,
                          (size, size), (size, size), model.thing_mask)
 
-    c = dec.cfg.hidden_dim
-    s = size // 4
+    c, s = dec.cfg.hidden_dim, size // 4
     multi_scale = [torch.randn(1, c, s // 8, s // 8, generator=g).to(device),
                    torch.randn(1, c, s // 4, s // 4, generator=g).to(device),
                    torch.randn(1, c, s // 2, s // 2, generator=g).to(device)]
     mask_features = torch.randn(1, c, s, s, generator=g).to(device)
+    return {"T": T, "model": model, "image": image, "dec": dec, "full_pass": full_pass,
+            "multi_scale": multi_scale, "mask_features": mask_features}
 
+
+def child_time(steps: list[int], size: int, runs: int, warmup: int, device: torch.device,
+               sdpa: bool) -> list[dict]:
+    """Every T's model in one process, measured round-robin (run r of T=0, of T=1, ...), so that
+    load from other processes on a shared machine hits every T alike."""
+    import time
+
+    preps = [_prepare(T, size, device, sdpa) for T in steps]
+    timers = {p["T"]: Timer(device) for p in preps}
+    diffs = {}
     with torch.inference_mode():
-        # warm-up, and the check that the split path is Mask2Former.predict's
-        for _ in range(warmup):
-            res = full_pass(Timer(device))
-            dec(multi_scale, mask_features)
-            loop_decoder(dec, multi_scale, mask_features)
-        ref = model.predict([image])[0]
-        assert torch.equal(ref["panoptic_seg"], res["panoptic_seg"]), "split path != predict()"
-        grouped = dec(multi_scale, mask_features)
-        loop_logits, loop_masks = loop_decoder(dec, multi_scale, mask_features)
-        max_diff = max(float((grouped.pred_logits - loop_logits).abs().max()),
-                       float((grouped.pred_masks - loop_masks).abs().max()))
-        sync(device)
-        reset_peak(device)
-        rss0 = maxrss_mb()
+        for p in preps:  # warm-up, and the check that the split path is Mask2Former.predict's
+            dec, ms, mf = p["dec"], p["multi_scale"], p["mask_features"]
+            for _ in range(warmup):
+                res = p["full_pass"](Timer(device))
+                dec(ms, mf)
+                loop_decoder(dec, ms, mf)
+            ref = p["model"].predict([p["image"]])[0]
+            assert torch.equal(ref["panoptic_seg"], res["panoptic_seg"]), "split path != predict()"
+            grouped = dec(ms, mf)
+            loop_logits, loop_masks = loop_decoder(dec, ms, mf)
+            diffs[p["T"]] = max(float((grouped.pred_logits - loop_logits).abs().max()),
+                                float((grouped.pred_masks - loop_masks).abs().max()))
         for _ in range(runs):
-            timer.times.setdefault("total", [])
-            import time
-            t0 = time.perf_counter()
-            full_pass(timer)
-            timer.times["total"].append(time.perf_counter() - t0)
-        peak = peak_mb(device, rss0)
-        for _ in range(runs):
-            timer.run("decoder_alone", dec, multi_scale, mask_features)
-            timer.run("decoder_loop", loop_decoder, dec, multi_scale, mask_features)
-    stats = {k: {"median_ms": median_ms(v), "p90_ms": p90_ms(v)} for k, v in timer.times.items()}
-    return {"T": T, "queries": sum(dec.group_size(i) for i in range(dec.num_groups)), "stats": stats,
-            "peak_mb": peak, "peak_rss_mb": maxrss_mb(), "grouped_vs_loop_max_abs_diff": max_diff,
-            "device": describe(device), "threads": torch.get_num_threads()}
+            for p in preps:
+                timer, dec, ms, mf = timers[p["T"]], p["dec"], p["multi_scale"], p["mask_features"]
+                sync(device)
+                t0 = time.perf_counter()
+                p["full_pass"](timer)
+                sync(device)
+                timer.times.setdefault("total", []).append(time.perf_counter() - t0)
+                timer.run("decoder_alone", dec, ms, mf)
+                timer.run("decoder_loop", loop_decoder, dec, ms, mf)
+    out = []
+    for p in preps:
+        stats = {k: {"median_ms": median_ms(v), "p90_ms": p90_ms(v)} for k, v in timers[p["T"]].times.items()}
+        out.append({"T": p["T"], "queries": sum(p["dec"].group_size(i) for i in range(p["dec"].num_groups)),
+                    "stats": stats, "grouped_vs_loop_max_abs_diff": diffs[p["T"]],
+                    "device": describe(device), "threads": torch.get_num_threads()})
+    return out
+
+
+def child_mem(T: int, size: int, runs: int, device: torch.device, sdpa: bool) -> dict:
+    """Peak memory of end-to-end inference of one T, alone in a fresh process."""
+    p = _prepare(T, size, device, sdpa)
+    sync(device)
+    reset_peak(device)
+    rss0 = maxrss_mb()  # after building the model, before any forward pass
+    with torch.inference_mode():
+        for _ in range(1 + runs):
+            p["full_pass"](Timer(device))
+        return {"T": T, "peak_mb": peak_mb(device, rss0), "peak_rss_mb": maxrss_mb()}
 
 
 def main(argv=None) -> int:
@@ -120,23 +156,28 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--steps", default=",".join(map(str, STEPS)))
     ap.add_argument("--sdpa", action="store_true", help="decoder attention via scaled_dot_product_attention")
-    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-time", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-mem", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     size = a.size or (256 if a.quick else 512)
     runs = a.runs or (3 if a.quick else 10)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 2)
     device = torch.device(a.device)
-    if a.child is not None:
-        print(json.dumps(child(a.child, size, runs, warmup, device, a.sdpa)))
-        return 0
     steps = [int(t) for t in a.steps.split(",")]
-    results = []
-    for T in steps:
-        args = ["--child", str(T), "--size", str(size), "--runs", str(runs), "--warmup", str(warmup),
-                "--device", a.device] + (["--sdpa"] if a.sdpa else [])
-        r = run_child("benchmarks.inference", args)
-        results.append(r)
-        print(f"T={T} done: total {r['stats']['total']['median_ms']:.1f} ms", file=sys.stderr, flush=True)
+    mem_runs = 1 if a.quick else 2
+    if a.child_time:
+        print(json.dumps(child_time(steps, size, runs, warmup, device, a.sdpa)))
+        return 0
+    if a.child_mem is not None:
+        print(json.dumps(child_mem(a.child_mem, size, mem_runs, device, a.sdpa)))
+        return 0
+    common = ["--size", str(size), "--runs", str(runs), "--warmup", str(warmup), "--device", a.device,
+              "--steps", a.steps] + (["--sdpa"] if a.sdpa else []) + (["--quick"] if a.quick else [])
+    results = run_child("benchmarks.inference", ["--child-time"] + common)
+    print("timing done", file=sys.stderr, flush=True)
+    for r in results:
+        r.update(run_child("benchmarks.inference", ["--child-mem", str(r["T"])] + common))
+        print(f"T={r['T']}: peak {r['peak_mb']:.0f} MB", file=sys.stderr, flush=True)
     rows = []
     for r in results:
         s = r["stats"]
@@ -146,14 +187,16 @@ def main(argv=None) -> int:
                      s["decoder_alone"]["median_ms"], s["decoder_loop"]["median_ms"],
                      f"{s['decoder_loop']['median_ms'] / s['decoder_alone']['median_ms']:.2f}x"])
     print(f"device {results[0]['device']}, input {size}x{size}, batch 1, {runs} runs after {warmup} "
-          f"warm-up, attention {'sdpa' if a.sdpa else 'explicit'}; peak memory: {memory_method(device)}")
+          f"warm-up, every T measured round-robin in one process; attention "
+          f"{'sdpa' if a.sdpa else 'explicit'}; peak memory ({1 + mem_runs} passes, one process per T, "
+          f"from after the model is built): {memory_method(device)}")
     print(table(["T", "queries", "total med ms", "total p90 ms", "backbone", "pixel dec", "decoder",
                  "postproc", "peak MB", "decoder alone", "decoder loop", "loop/grouped"], rows))
     base = results[0]["stats"]["total"]["median_ms"]
     for r in results[1:]:
         print(f"T={r['T']}: total / T=0 = {r['stats']['total']['median_ms'] / base:.3f}; "
               f"grouped vs loop max |diff| = {r['grouped_vs_loop_max_abs_diff']:.2e}")
-    key = lambda r: str(r["T"])  # noqa: E731
+    key = lambda r: str(r["T"])
     write_json(a.json, {
         "device": results[0]["device"], "size": size, "runs": runs, "sdpa": a.sdpa,
         "memory": memory_method(device),

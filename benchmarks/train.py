@@ -21,8 +21,18 @@ import time
 
 import torch
 
-from benchmarks._common import (describe, maxrss_mb, median_ms, memory_method, peak_mb, reset_peak,
-                                run_child, sync, table, write_json)
+from benchmarks._common import (
+    describe,
+    maxrss_mb,
+    median_ms,
+    memory_method,
+    peak_mb,
+    reset_peak,
+    run_child,
+    sync,
+    table,
+    write_json,
+)
 
 MODELS = {
     # name: (config file or None = R50 ADE defaults, overrides, base classes, new classes, prompts)

@@ -16,7 +16,7 @@ TINY_MODEL = [
     "model.decoder.hidden_dim=32", "model.decoder.ffn_dim=64", "model.decoder.num_layers=3",
     "model.decoder.num_queries=8", "loss.num_points=64", "solver.batch_size=2",
     "continual.num_prompts=3", "solver.iterations=3", "continual.iterations=3",
-    "solver.checkpoint_period=2", "test.batch_size=4",
+    "solver.checkpoint_period=2", "test.batch_size=4", "continual.scenario=6-2",
 ]
 
 

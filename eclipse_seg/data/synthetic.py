@@ -2,8 +2,9 @@
 
 Why it exists: tests and the demo need panoptic data with things and stuff, several instances,
 occlusions and a class order to split into continual steps, with no download. Classes are not
-separable by one pixel colour: every thing colour is shared by two shapes, and sky/water (blue),
-sand/wall (tan), snow/cloud-white things share hues but differ in texture or shape.
+separable by one pixel colour: every thing colour is worn by two shapes (a quarter of the instances
+of a class borrow another class's colour), and sky/water (blue), sand/wall (tan), snow/white things
+share hues but differ in texture or shape.
 
 Things also carry a class texture (stripes, checkerboard, dots, plain), a local cue that a small
 network picks up quickly, as it does the stuff textures.
@@ -22,7 +23,8 @@ from PIL import Image
 
 from eclipse_seg.data.coco_panoptic import segments_from_id_map, write_coco_panoptic
 
-# Interleaved so that any prefix split of the order mixes things and stuff.
+# Interleaved so that any prefix split of the order mixes things and stuff; the later pairs (a stuff
+# and a thing per incremental step of the demo's 6-2 scenario) differ in colour within each pair.
 SYNTHETIC_CATEGORIES: list[dict] = [
     {"id": 1, "name": "sky", "isthing": 0, "color": [135, 190, 235]},
     {"id": 2, "name": "disk", "isthing": 1, "color": [220, 40, 40]},
@@ -30,12 +32,12 @@ SYNTHETIC_CATEGORIES: list[dict] = [
     {"id": 4, "name": "square", "isthing": 1, "color": [240, 200, 30]},
     {"id": 5, "name": "water", "isthing": 0, "color": [30, 80, 170]},
     {"id": 6, "name": "triangle", "isthing": 1, "color": [150, 60, 200]},
-    {"id": 7, "name": "sand", "isthing": 0, "color": [215, 190, 130]},
+    {"id": 7, "name": "snow", "isthing": 0, "color": [225, 230, 240]},
     {"id": 8, "name": "ring", "isthing": 1, "color": [250, 140, 20]},
-    {"id": 9, "name": "wall", "isthing": 0, "color": [170, 90, 60]},
-    {"id": 10, "name": "cross", "isthing": 1, "color": [245, 245, 245]},
-    {"id": 11, "name": "snow", "isthing": 0, "color": [225, 230, 240]},
-    {"id": 12, "name": "diamond", "isthing": 1, "color": [30, 30, 30]},
+    {"id": 9, "name": "sand", "isthing": 0, "color": [215, 190, 130]},
+    {"id": 10, "name": "diamond", "isthing": 1, "color": [30, 30, 30]},
+    {"id": 11, "name": "wall", "isthing": 0, "color": [170, 90, 60]},
+    {"id": 12, "name": "cross", "isthing": 1, "color": [245, 245, 245]},
 ]
 
 _PALETTE = {
@@ -46,7 +48,8 @@ _PALETTE = {
     "white": (245, 245, 245),
     "black": (25, 25, 25),
 }
-# Each colour belongs to exactly two shapes, so shape is needed to tell them apart.
+# (own colour, borrowed colour): every colour is one class's own and another's borrowed one, so a
+# pixel's colour alone is ambiguous; shape and texture decide.
 _THING_COLOURS = {
     "disk": ("red", "yellow"),
     "square": ("yellow", "purple"),
@@ -55,6 +58,7 @@ _THING_COLOURS = {
     "cross": ("white", "black"),
     "diamond": ("black", "orange"),
 }
+_OWN_COLOUR_PROB = 0.75
 _STUFF = [c for c in SYNTHETIC_CATEGORIES if not c["isthing"]]
 _THINGS = [c for c in SYNTHETIC_CATEGORIES if c["isthing"]]
 
@@ -194,7 +198,8 @@ def generate_image(
         mask = _shape_mask(cat["name"], h, w, cy, cx, r)
         if mask.sum() < 12:
             continue
-        colour = np.array(_PALETTE[_THING_COLOURS[cat["name"]][int(rng.integers(2))]], np.float32)
+        own_colour = rng.random() < _OWN_COLOUR_PROB
+        colour = np.array(_PALETTE[_THING_COLOURS[cat["name"]][0 if own_colour else 1]], np.float32)
         shade = 1.0 + 0.08 * rng.normal(0, 1, (h, w, 1)).astype(np.float32)
         shade *= _thing_pattern(cat["name"], h, w, rng)[..., None]
         image[mask] = (colour * shade)[mask]

@@ -60,7 +60,8 @@ def plan_step(cfg: Config, scenario: Scenario, step: int, method: str) -> StepPl
     c = cfg.continual
     bs = c.batch_size or cfg.solver.batch_size
     if method == "finetune":
-        return StepPlan(step, method, scenario.classes_of_step(step), c.iterations, cfg.solver.lr, bs,
+        return StepPlan(step, method, scenario.classes_of_step(step),
+                        c.finetune_iterations or c.iterations, cfg.solver.lr, bs,
                         cfg.loss.class_weight, False)
     return StepPlan(step, method, scenario.classes_of_step(step), c.iterations, c.lr, bs,
                     c.class_weight, True)
@@ -95,6 +96,8 @@ def build_optimizer(model: Mask2Former, plan: StepPlan, cfg: Config) -> torch.op
                 wd = s.weight_decay_norm
             elif isinstance(module, torch.nn.Embedding) or name == "level_embed":
                 wd = s.weight_decay_embed
+            elif name in ("relative_position_bias_table", "absolute_pos_embed"):  # Swin
+                wd = 0.0
             groups.append({"params": [p], "lr": lr, "initial_lr": lr, "weight_decay": wd})
     return torch.optim.AdamW(groups, lr=plan.lr, weight_decay=s.weight_decay)
 
@@ -231,7 +234,8 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             p.requires_grad_(True)
         params = [p for p in model.parameters() if p.requires_grad]
         # the FrozenBN buffers are not parameters; honour the backbone's freeze_at
-        model.backbone._freeze(cfg.model.backbone.freeze_at)
+        model.backbone._freeze(cfg.model.backbone.freeze_at if cfg.model.backbone_type == "resnet"
+                               else cfg.model.swin.frozen_stages)
     optimizer = build_optimizer(model, plan, cfg)
     ddp_model = model if plan.prompt_tuning else dist.wrap(model)  # prompt tuning: all_reduce below
     forward = dist.maybe_compile(ddp_model, cfg.solver.compile and not plan.prompt_tuning)
@@ -291,7 +295,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             loss, terms = criterion(out, targets, num_masks)
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"step {plan.step}, iteration {it}: non-finite loss {float(loss)} "
+                    f"step {plan.step}, iteration {it}: non-finite loss {loss.item()} "
                     f"(loss_ce={terms['loss_ce']}, loss_mask={terms['loss_mask']}, "
                     f"loss_dice={terms['loss_dice']}); last good "
                     f"checkpoint: {last_ckpt or 'none written yet'}")

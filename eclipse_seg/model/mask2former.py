@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from eclipse_seg.errors import ConfigError
 from eclipse_seg.model.backbone.resnet import ResNet, ResNetConfig
+from eclipse_seg.model.backbone.swin import SwinConfig, SwinTransformer, WindowAttention
 from eclipse_seg.model.decoder import DecoderConfig, DecoderOutput, MaskedAttentionDecoder
 from eclipse_seg.model.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderConfig
 
@@ -25,6 +27,8 @@ SIZE_DIVISIBILITY = 32
 @dataclass
 class ModelConfig:
     backbone: ResNetConfig = field(default_factory=ResNetConfig)
+    backbone_type: str = "resnet"  # "resnet" (uses `backbone`) or "swin" (uses `swin`)
+    swin: SwinConfig = field(default_factory=SwinConfig)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     base_classes: int = 100  # classes of step 0
@@ -43,7 +47,13 @@ class Mask2Former(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(cfg.backbone)
+        if cfg.backbone_type == "resnet":
+            self.backbone = ResNet(cfg.backbone)
+        elif cfg.backbone_type == "swin":
+            self.backbone = SwinTransformer(cfg.swin)
+        else:
+            raise ConfigError(f"model.backbone_type must be 'resnet' or 'swin', got "
+                              f"{cfg.backbone_type!r}")
         pixel_decoder = MSDeformAttnPixelDecoder(self.backbone.out_channels, cfg.pixel_decoder)
         predictor = MaskedAttentionDecoder(cfg.pixel_decoder.conv_dim, cfg.pixel_decoder.mask_dim,
                                            cfg.decoder, cfg.base_classes)
@@ -66,12 +76,12 @@ class Mask2Former(nn.Module):
         return self.pixel_mean.device
 
     def set_fast_attention(self, enabled: bool = True) -> "Mask2Former":
-        """Decoder attention through F.scaled_dot_product_attention (faster, equal within float
-        rounding) instead of the explicit, bitwise-reproducible default path."""
+        """Decoder (and Swin window) attention through F.scaled_dot_product_attention (faster,
+        equal within float rounding) instead of the explicit, bitwise-reproducible default path."""
         from eclipse_seg.model.decoder import Attention
 
         for m in self.modules():
-            if isinstance(m, Attention):
+            if isinstance(m, (Attention, WindowAttention)):
                 m.use_sdpa = bool(enabled)
         return self
 

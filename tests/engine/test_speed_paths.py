@@ -141,6 +141,6 @@ def test_loss_is_fp32_under_autocast():
     masks = torch.zeros(2, 64, 64)
     masks[0, :32] = 1
     masks[1, 32:] = 1
-    loss, terms = SetCriterion(LossConfig(num_points=64))(out, [Target(torch.tensor([0, 3]), masks)], 2.0)
+    loss, _ = SetCriterion(LossConfig(num_points=64))(out, [Target(torch.tensor([0, 3]), masks)], 2.0)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
