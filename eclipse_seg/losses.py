@@ -84,20 +84,21 @@ def pairwise_dice(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def hungarian_match(pred: Prediction, targets: list[Target], cfg: LossConfig
                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per image, (query indices, target indices) of the minimum-cost assignment."""
+    """Per image, (query indices, target indices) of the minimum-cost assignment. The predicted
+    masks of all images are point-sampled in one call (each image has its own random points)."""
+    b, q = pred.pred_masks.shape[:2]
+    coords = torch.rand(b, cfg.num_points, 2, device=pred.pred_masks.device)
+    pred_points = point_sample(pred.pred_masks.float(), coords)  # (B, Q, P)
+    probs = pred.pred_logits.float().softmax(-1)
     out = []
-    for b, tgt in enumerate(targets):
+    for i, tgt in enumerate(targets):
         if tgt.labels.numel() == 0:
             empty = torch.zeros(0, dtype=torch.int64)
             out.append((empty, empty))
             continue
-        prob = pred.pred_logits[b].float().softmax(-1)
-        cost_class = -prob[:, tgt.labels]
-        coords = torch.rand(1, cfg.num_points, 2, device=prob.device)
-        pm = point_sample(pred.pred_masks[b][:, None].float(),
-                          coords.expand(pred.pred_masks.shape[1], -1, -1))[:, 0]
-        tm = point_sample(tgt.masks[:, None].to(pm.dtype), coords.expand(tgt.masks.shape[0], -1, -1))[:, 0]
-        cost = (cfg.mask_weight * pairwise_sigmoid_ce(pm, tm) + cfg.class_weight * cost_class
+        pm = pred_points[i]
+        tm = point_sample(tgt.masks[None].to(pm.dtype), coords[i : i + 1])[0]  # (T, P)
+        cost = (cfg.mask_weight * pairwise_sigmoid_ce(pm, tm) - cfg.class_weight * probs[i][:, tgt.labels]
                 + cfg.dice_weight * pairwise_dice(pm, tm))
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         out.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))

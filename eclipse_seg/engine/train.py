@@ -81,7 +81,7 @@ def grow_for_step(model: Mask2Former, cfg: Config, scenario: Scenario, step: int
 def build_optimizer(model: Mask2Former, plan: StepPlan, cfg: Config) -> torch.optim.Optimizer:
     """AdamW; backbone lr x multiplier; no weight decay on norms and embeddings (Mask2Former)."""
     s = cfg.solver
-    groups = []
+    groups: dict[tuple[float, float], list] = {}  # one group per (lr, wd): fused AdamW updates
     norm_types = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm2d)
     seen: set[int] = set()
     for mod_name, module in model.named_modules():
@@ -98,8 +98,10 @@ def build_optimizer(model: Mask2Former, plan: StepPlan, cfg: Config) -> torch.op
                 wd = s.weight_decay_embed
             elif name in ("relative_position_bias_table", "absolute_pos_embed"):  # Swin
                 wd = 0.0
-            groups.append({"params": [p], "lr": lr, "initial_lr": lr, "weight_decay": wd})
-    return torch.optim.AdamW(groups, lr=plan.lr, weight_decay=s.weight_decay)
+            groups.setdefault((lr, wd), []).append(p)
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
+        lr=plan.lr, weight_decay=s.weight_decay)
 
 
 class StepData:

@@ -370,5 +370,5 @@ def test_mask2former_with_tiny_swin_forward_and_optimizer():
     opt = build_optimizer(model, plan, cfg)
     table = model.backbone.layers[0].blocks[0].attn.relative_position_bias_table
     qkv = model.backbone.layers[0].blocks[0].attn.qkv.weight
-    wd = {id(g["params"][0]): g["weight_decay"] for g in opt.param_groups}
+    wd = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     assert wd[id(table)] == 0.0 and wd[id(qkv)] == cfg.solver.weight_decay

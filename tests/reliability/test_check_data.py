@@ -160,7 +160,7 @@ def test_empty_step_split_and_unknown_order_class(data):
         for seg in ann["segments_info"]:
             seg["category_id"] = {11: 9, 12: 10}.get(seg["category_id"], seg["category_id"])
     _write_doc(data, doc)
-    problems = check_config_data(_cfg(data), deep=False)
+    problems = check_config_data(_cfg(data, "continual.scenario=6-2"), deep=False)
     assert len(problems) == 1
     assert problems[0].file == str(data / "train" / "panoptic.json")
     assert "step 3" in problems[0].problem and "empty" in problems[0].problem
@@ -168,7 +168,7 @@ def test_empty_step_split_and_unknown_order_class(data):
                                       "continual.order=[1,2,3,4,5,6,7,99]"))
     assert any("[99]" in p.problem for p in problems)
     with pytest.raises(DataError, match="step 3"):
-        preflight(_cfg(data))
+        preflight(_cfg(data, "continual.scenario=6-2"))
 
 
 def test_many_problems_reported_together_and_nothing_modified(data, capsys):
