@@ -82,6 +82,7 @@ class ContinualConfig:
     lr: float = 5e-4
     iterations: int = 12000
     finetune_iterations: int = 0  # fine-tuning baseline's iterations per step; 0 = `iterations`
+    joint_iterations: int = 0  # joint-training baseline's iterations; 0 = solver.iterations
     batch_size: int = 0  # 0 = solver.batch_size
     class_weight: float = 10.0
     train_no_object_head: bool = True  # official quirk: the shared no-object head stays trainable

@@ -2,7 +2,7 @@
 
 Why it exists: tests and the demo need panoptic data with things and stuff, several instances,
 occlusions and a class order to split into continual steps, with no download. Classes are not
-separable by one pixel colour: every thing colour is worn by two shapes (a quarter of the instances
+separable by one pixel colour: every thing colour is worn by two shapes (one instance in ten
 of a class borrow another class's colour), and sky/water (blue), sand/wall (tan), snow/white things
 share hues but differ in texture or shape.
 
@@ -58,7 +58,7 @@ _THING_COLOURS = {
     "cross": ("white", "black"),
     "diamond": ("black", "orange"),
 }
-_OWN_COLOUR_PROB = 0.75
+_OWN_COLOUR_PROB = 0.9
 _STUFF = [c for c in SYNTHETIC_CATEGORIES if not c["isthing"]]
 _THINGS = [c for c in SYNTHETIC_CATEGORIES if c["isthing"]]
 

@@ -18,7 +18,7 @@ import torch
 
 from eclipse_seg.config import Config, config_from_dict
 from eclipse_seg.continual import count_parameters, set_deltas
-from eclipse_seg.data.catalogs import official_order
+from eclipse_seg.data.catalogs import official_order, official_to_json_ids
 from eclipse_seg.data.coco_panoptic import CocoPanopticDataset, atomic_write_bytes
 from eclipse_seg.data.synthetic import make_synthetic
 from eclipse_seg.engine import distributed as dist
@@ -55,9 +55,15 @@ def build_datasets(cfg: Config) -> tuple[CocoPanopticDataset, CocoPanopticDatase
 
 
 def build_scenario(cfg: Config, dataset: CocoPanopticDataset) -> Scenario:
-    """Class order: the config's, else the catalog's official one, else the dataset's id order."""
-    order = list(cfg.continual.order) or (
-        official_order(cfg.data.catalog) if cfg.data.catalog else [c["id"] for c in dataset.categories])
+    """Class order (dataset category ids): the config's, else the catalog's official order mapped
+    to the ids of the dataset's panoptic JSON, else the dataset's category order."""
+    if cfg.continual.order:
+        order = list(cfg.continual.order)
+    elif cfg.data.catalog:
+        to_json = official_to_json_ids(cfg.data.catalog)
+        order = [to_json[c] for c in official_order(cfg.data.catalog)]
+    else:
+        order = [c["id"] for c in dataset.categories]
     spec = cfg.continual.scenario or str(len(order))
     return parse_scenario(spec, order)
 
@@ -163,7 +169,8 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
             stats = _adopt_base(model, init_from, final, manifest)
         else:
             stats = train_step(model, cfg, scenario, plan, train_ds, step_dir, manifest,
-                               resume=resume, progress=progress)
+                               resume=resume, progress=progress,
+                               evaluate_fn=_periodic_evaluation(model, val_ds, scenario, step, cfg))
         set_deltas(model, cfg.continual.deltas)
         if not evaluate:
             continue
@@ -187,6 +194,20 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
         t_start = time.perf_counter()
         write_results(results_path, results)
     return results
+
+
+def _periodic_evaluation(model, val_ds, scenario, step, cfg):
+    """PQ old / new / all of the model being trained (for `solver.eval_period`)."""
+    def evaluate() -> dict:
+        summary = evaluate_model(model, val_ds, scenario, step, batch_size=cfg.test.batch_size,
+                                 object_mask_threshold=cfg.test.object_mask_threshold,
+                                 overlap_threshold=cfg.test.overlap_threshold,
+                                 max_images=cfg.data.max_val_images, progress=False)
+        if not summary:
+            return {}
+        row = step_result(summary, step, scenario)
+        return {k: row[k] for k in ("pq_old", "pq_new", "pq_all") if row[k] is not None}
+    return evaluate
 
 
 def _model_before_step(cfg, scenario, method, step, thing_ids, out) -> Mask2Former:

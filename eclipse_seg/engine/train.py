@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -53,10 +54,13 @@ class StepPlan:
 
 
 def plan_step(cfg: Config, scenario: Scenario, step: int, method: str) -> StepPlan:
-    if method == "joint" or step == 0:
-        classes = scenario.order if method == "joint" else scenario.classes_of_step(0)
-        return StepPlan(step, method, tuple(classes), cfg.solver.iterations, cfg.solver.lr,
+    if method == "joint":
+        return StepPlan(step, method, tuple(scenario.order),
+                        cfg.continual.joint_iterations or cfg.solver.iterations, cfg.solver.lr,
                         cfg.solver.batch_size, cfg.loss.class_weight, False)
+    if step == 0:
+        return StepPlan(step, method, scenario.classes_of_step(0), cfg.solver.iterations,
+                        cfg.solver.lr, cfg.solver.batch_size, cfg.loss.class_weight, False)
     c = cfg.continual
     bs = c.batch_size or cfg.solver.batch_size
     if method == "finetune":
@@ -222,11 +226,13 @@ def latest_good_checkpoint(step_dir: Path) -> tuple[dict | None, Path | None, li
 
 def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPlan,
                dataset: CocoPanopticDataset, step_dir: Path, manifest: dict, *, resume: bool = True,
-               progress: bool = True, max_iterations: int | None = None) -> dict:
+               progress: bool = True, max_iterations: int | None = None,
+               evaluate_fn: Callable[[], dict] | None = None) -> dict:
     """Train `model` (already grown for this step) in place; returns training statistics.
 
     `manifest`: what the checkpoints record (scenario, step, groups, method, config hash).
-    `max_iterations`: stop early after this many iterations of this call (tests of resume)."""
+    `max_iterations`: stop early after this many iterations of this call (tests of resume).
+    `evaluate_fn`: called every `solver.eval_period` iterations (rank 0 logs its result)."""
     device = model.device
     seed = cfg.solver.seed
     if plan.prompt_tuning:
@@ -259,6 +265,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             dist.log(f"resumed step {plan.step} from {path} at iteration {start_iter}")
     log_path = step_dir / "log.jsonl"
     rank, world = dist.rank(), dist.world_size()
+    board = _tensorboard(step_dir) if rank == 0 else None
     bar = tqdm(total=plan.iterations, initial=start_iter, desc=f"step {plan.step} [{plan.method}]",
                disable=not progress or rank != 0, dynamic_ncols=True, leave=False)
     last_ckpt = None
@@ -313,16 +320,23 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             if it % cfg.solver.log_period == 0 or it == plan.iterations:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if rank == 0:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps({"iteration": it, "loss": loss.item(),
-                                            "lr": optimizer.param_groups[0]["lr"],
-                                            **{k: v for k, v in terms.items()}}) + "\n")
+                    record = {"iteration": it, "loss": loss.item(),
+                              "lr": optimizer.param_groups[0]["lr"], **terms}
+                    _log(log_path, board, record)
+            if (evaluate_fn is not None and cfg.solver.eval_period > 0
+                    and it % cfg.solver.eval_period == 0 and it < plan.iterations):
+                result = evaluate_fn()
+                model.train()
+                if rank == 0:
+                    _log(log_path, board, {"iteration": it, **{f"eval/{k}": v for k, v in result.items()}})
             if stop.signal is not None:
                 checkpoint(it)
                 raise KeyboardInterrupt(f"signal {stop.signal}: checkpoint saved at iteration {it}")
             if it % cfg.solver.checkpoint_period == 0 and it < plan.iterations:
                 last_ckpt = checkpoint(it)
     bar.close()
+    if board is not None:
+        board.close()
     seconds = elapsed + time.perf_counter() - t0
     if it >= plan.iterations and rank == 0:
         save_checkpoint(step_dir / "final.pt", {
@@ -333,6 +347,25 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     dist.barrier()
     return {"iterations": it, "train_seconds": seconds, "complete": it >= plan.iterations,
             "trainable_params": sum(p.numel() for p in params)}
+
+
+def _tensorboard(step_dir: Path):
+    """A TensorBoard writer when the optional `tensorboard` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pip install 'eclipse-seg[tensorboard]'
+        return None
+    return SummaryWriter(log_dir=str(step_dir / "tensorboard"))
+
+
+def _log(path: Path, board, record: dict) -> None:
+    """One JSON line (and TensorBoard scalars) per record; `record["iteration"]` is the x axis."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if board is not None:
+        for k, v in record.items():
+            if k != "iteration" and isinstance(v, (int, float)):
+                board.add_scalar(k, v, record["iteration"])
 
 
 def _check_manifest(found: dict, expected: dict, path: Path) -> None:
