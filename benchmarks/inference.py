@@ -196,7 +196,9 @@ def main(argv=None) -> int:
     for r in results[1:]:
         print(f"T={r['T']}: total / T=0 = {r['stats']['total']['median_ms'] / base:.3f}; "
               f"grouped vs loop max |diff| = {r['grouped_vs_loop_max_abs_diff']:.2e}")
-    key = lambda r: str(r["T"])
+    def key(r):
+        return str(r["T"])
+
     write_json(a.json, {
         "device": results[0]["device"], "size": size, "runs": runs, "sdpa": a.sdpa,
         "memory": memory_method(device),

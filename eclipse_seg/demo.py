@@ -22,7 +22,8 @@ from eclipse_seg.engine.runner import (build_datasets, format_results_table, loa
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "synthetic" / "base.yaml"
 QUICK = ["data.synthetic_train=48", "data.synthetic_val=12", "solver.iterations=12",
-         "continual.iterations=4", "solver.checkpoint_period=6", "continual.num_prompts=2"]
+         "continual.iterations=4", "continual.finetune_iterations=4",
+         "continual.joint_iterations=12", "solver.checkpoint_period=6", "continual.num_prompts=2"]
 
 
 def demo_config(out: Path, quick: bool):

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from eclipse_seg.config import load_config
 from eclipse_seg.engine.check_data import (Problem, check_config_data, check_data_main,
