@@ -295,6 +295,7 @@ def plot_results(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for method, entry in results["methods"].items():
@@ -306,6 +307,7 @@ def plot_results(results: dict, path: Path) -> None:
     axes[0].set_title("PQ over all seen classes")
     axes[1].set_title("PQ of old classes (forgetting)")
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("step")
         ax.set_ylabel("PQ")
         ax.grid(alpha=0.3)
