@@ -7,7 +7,6 @@ configurable so tests and the demo use a tiny network of the very same structure
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eclipse_seg.errors import CheckpointError
+from eclipse_seg.model.backbone.weights import read_weight_file
 
 _BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
@@ -174,20 +174,7 @@ def load_resnet_weights(model: ResNet, path: str | Path) -> None:
     detectron2 pickle (`R-50.pkl`: {"model": {name: ndarray}}). Missing or unexpected keys are an
     error that lists them."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"backbone weights not found: {path}")
-    try:
-        if path.suffix == ".pkl":
-            with open(path, "rb") as f:
-                raw = pickle.load(f, encoding="latin1")
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(f"cannot read backbone weights {path}: {e}") from e
-    if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
-        raw = raw["model"]
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: expected a state dict, got {type(raw).__name__}")
+    raw = read_weight_file(path)
     state = {}
     for k, v in raw.items():
         k = k.removeprefix("backbone.")

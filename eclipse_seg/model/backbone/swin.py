@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from eclipse_seg.errors import CheckpointError, ConfigError
+from eclipse_seg.model.backbone.weights import read_weight_file
 
 # Additive attention mask between tokens of different shifted-window regions (official value).
 MASK_VALUE = -100.0
@@ -432,20 +432,7 @@ def load_swin_weights(model: SwinTransformer, path: str | Path) -> list[str]:
     CheckpointError listing them. Returns the keys left at their initialisation (the out norms the
     file lacks)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"backbone weights not found: {path}")
-    try:
-        if path.suffix == ".pkl":
-            with open(path, "rb") as f:
-                raw = pickle.load(f, encoding="latin1")
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read backbone weights {path}: {e}") from e
-    if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
-        raw = raw["model"]
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: expected a state dict, got {type(raw).__name__}")
+    raw = read_weight_file(path)
     state: dict[str, torch.Tensor] = {}
     for k, v in raw.items():
         k = k.removeprefix("backbone.")
