@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import torch
 
+from eclipse_seg.data.coco_panoptic import is_int
 from eclipse_seg.errors import ConfigError, ScenarioError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,10 +35,6 @@ __all__ = [
 ]
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -52,10 +49,10 @@ class Scenario:
             steps = tuple(self.steps)
         except TypeError as e:
             raise ScenarioError(f"scenario {self.name!r}: order and steps must be sequences") from e
-        bad = [v for v in order if not _is_int(v)]
+        bad = [v for v in order if not is_int(v)]
         if bad:
             raise ScenarioError(f"scenario {self.name!r}: order: non-integer class ids {bad[:10]}")
-        bad = [v for v in steps if not _is_int(v)]
+        bad = [v for v in steps if not is_int(v)]
         if bad:
             raise ScenarioError(f"scenario {self.name!r}: steps: non-integer sizes {bad[:10]}")
         if not steps:
@@ -97,7 +94,7 @@ class Scenario:
         return len(self.order)
 
     def _check_step(self, t: int) -> int:
-        if not _is_int(t) or not 0 <= t < self.num_steps:
+        if not is_int(t) or not 0 <= t < self.num_steps:
             raise ScenarioError(
                 f"scenario {self.name!r}: step {t!r} out of range (0..{self.num_steps - 1})"
             )
@@ -135,7 +132,7 @@ class Scenario:
             ) from None
 
     def category_of(self, label: int) -> int:
-        if not _is_int(label) or not 0 <= label < len(self.order):
+        if not is_int(label) or not 0 <= label < len(self.order):
             raise ScenarioError(
                 f"scenario {self.name!r}: label {label!r} out of range (0..{len(self.order) - 1})"
             )

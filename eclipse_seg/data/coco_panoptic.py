@@ -211,7 +211,8 @@ def segments_from_id_map(
 # --------------------------------------------------------------------------------------------------
 # JSON parsing / validation
 # --------------------------------------------------------------------------------------------------
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An int that is not a bool (JSON/YAML ids, sizes)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -234,13 +235,13 @@ class _Index:
         for i, cat in enumerate(doc["categories"]):
             p = f"categories[{i}]"
             self._need_obj(cat, p)
-            cid = self._need(cat, p, "id", _is_int, "an integer")
+            cid = self._need(cat, p, "id", is_int, "an integer")
             self._need(cat, p, "name", lambda v: isinstance(v, str), "a string")
             self._need(cat, p, "isthing", lambda v: v in (0, 1), "0 or 1 (or a boolean)")
             if "color" in cat:
                 col = cat["color"]
                 if not (isinstance(col, list) and len(col) == 3
-                        and all(_is_int(c) and 0 <= c <= 255 for c in col)):
+                        and all(is_int(c) and 0 <= c <= 255 for c in col)):
                     self._fail(f"{p}.color", f"expected a list of 3 integers in [0, 255], got {col!r}")
             if cid in self.category_by_id:
                 self._fail(f"{p}.id", f"duplicate category id {cid}")
@@ -252,12 +253,12 @@ class _Index:
         for i, img in enumerate(doc["images"]):
             p = f"images[{i}]"
             self._need_obj(img, p)
-            iid = self._need(img, p, "id", lambda v: _is_int(v) or isinstance(v, str),
+            iid = self._need(img, p, "id", lambda v: is_int(v) or isinstance(v, str),
                              "an integer or string")
             self._need(img, p, "file_name", lambda v: isinstance(v, str) and v != "",
                        "a non-empty string")
             for k in ("height", "width"):
-                self._need(img, p, k, lambda v: _is_int(v) and v > 0, "a positive integer")
+                self._need(img, p, k, lambda v: is_int(v) and v > 0, "a positive integer")
             if iid in image_by_id:
                 self._fail(f"{p}.id", f"duplicate image id {iid!r}")
             image_by_id[iid] = img
@@ -268,7 +269,7 @@ class _Index:
         for i, ann in enumerate(doc["annotations"]):
             p = f"annotations[{i}]"
             self._need_obj(ann, p)
-            iid = self._need(ann, p, "image_id", lambda v: _is_int(v) or isinstance(v, str),
+            iid = self._need(ann, p, "image_id", lambda v: is_int(v) or isinstance(v, str),
                              "an integer or string")
             self._need(ann, p, "file_name", lambda v: isinstance(v, str) and v != "",
                        "a non-empty string")
@@ -282,9 +283,9 @@ class _Index:
             for j, seg in enumerate(segs):
                 q = f"{p}.segments_info[{j}]"
                 self._need_obj(seg, q)
-                sid = self._need(seg, q, "id", lambda v: _is_int(v) and 0 < v <= MAX_ID,
+                sid = self._need(seg, q, "id", lambda v: is_int(v) and 0 < v <= MAX_ID,
                                  f"an integer in [1, {MAX_ID}]")
-                cid = self._need(seg, q, "category_id", _is_int, "an integer")
+                cid = self._need(seg, q, "category_id", is_int, "an integer")
                 if "iscrowd" in seg and seg["iscrowd"] not in (0, 1):
                     self._fail(f"{q}.iscrowd", f"expected 0 or 1, got {seg['iscrowd']!r}")
                 if cid not in self.category_by_id:
@@ -335,7 +336,7 @@ def _read_json(json_path: Path) -> Any:
 def read_image_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     """Read an image file as an (H, W, 3) uint8 RGB array; any failure is a DataError."""
     path = Path(path)
-    if not _is_file(path):
+    if not is_file(path):
         raise DataError(f"{path}: {what} file not found")
     try:
         with Image.open(path) as im:
@@ -346,15 +347,16 @@ def read_image_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     return arr
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: Path) -> bool:
+    """Path.is_file() that answers False for names the OS rejects (too long, embedded NUL)."""
     try:
-        return path.is_file()
-    except OSError:  # e.g. ENAMETOOLONG for a file_name of the JSON longer than the OS allows
+        return Path(path).is_file()
+    except (OSError, ValueError):
         return False
 
 
 def _read_panoptic_png(path: Path) -> np.ndarray:
-    if not _is_file(path):
+    if not is_file(path):
         raise DataError(f"{path}: panoptic PNG file not found")
     try:
         with Image.open(path) as im:

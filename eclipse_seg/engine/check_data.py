@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from eclipse_seg.data.coco_panoptic import is_file, is_int
 from eclipse_seg.data.panoptic_ids import MAX_ID
 from eclipse_seg.errors import ConfigError, DataError, EclipseSegError
 
@@ -58,23 +59,12 @@ def format_problems(problems: Sequence[Problem], limit: int | None = None) -> st
 # --------------------------------------------------------------------------------------------------
 # one dataset
 # --------------------------------------------------------------------------------------------------
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except (OSError, ValueError):  # name too long, embedded NUL, ...
-        return False
-
-
 def _type(v: Any) -> str:
     return type(v).__name__
 
 
 def _hashable_id(v: Any) -> bool:
-    return _is_int(v) or isinstance(v, str)
+    return is_int(v) or isinstance(v, str)
 
 
 class _Scan:
@@ -115,7 +105,7 @@ def _short(v: Any, n: int = 80) -> str:
 
 def _read_doc(scan: _Scan) -> Any | None:
     path = scan.json_path
-    if not _is_file(path):
+    if not is_file(path):
         scan.add(path, "panoptic JSON file not found")
         return None
     try:
@@ -153,13 +143,13 @@ def _scan_structure(scan: _Scan, doc: Any) -> None:
         if not isinstance(cat, dict):
             scan.bad(p, f"expected a JSON object, got {_type(cat)}")
             continue
-        ok, cid = scan.field(cat, p, "id", _is_int, "an integer")
+        ok, cid = scan.field(cat, p, "id", is_int, "an integer")
         scan.field(cat, p, "name", lambda v: isinstance(v, str), "a string")
         scan.field(cat, p, "isthing", lambda v: v in (0, 1), "0 or 1 (or a boolean)")
         if "color" in cat:
             col = cat["color"]
             if not (isinstance(col, list) and len(col) == 3
-                    and all(_is_int(c) and 0 <= c <= 255 for c in col)):
+                    and all(is_int(c) and 0 <= c <= 255 for c in col)):
                 scan.bad(f"{p}.color", f"expected a list of 3 integers in [0, 255], got {_short(col)}")
         if ok:
             if cid in scan.categories:
@@ -176,7 +166,7 @@ def _scan_structure(scan: _Scan, doc: Any) -> None:
         scan.field(img, p, "file_name", lambda v: isinstance(v, str) and v != "",
                    "a non-empty string")
         for k in ("height", "width"):
-            scan.field(img, p, k, lambda v: _is_int(v) and v > 0, "a positive integer")
+            scan.field(img, p, k, lambda v: is_int(v) and v > 0, "a positive integer")
         if ok:
             if iid in scan.images:
                 scan.bad(f"{p}.id", f"duplicate image id {iid!r}")
@@ -210,9 +200,9 @@ def _scan_structure(scan: _Scan, doc: Any) -> None:
                     scan.bad(q, f"expected a JSON object, got {_type(seg)}")
                     seg_ok = False
                     continue
-                ok_s, sid = scan.field(seg, q, "id", lambda v: _is_int(v) and 0 < v <= MAX_ID,
+                ok_s, sid = scan.field(seg, q, "id", lambda v: is_int(v) and 0 < v <= MAX_ID,
                                        f"an integer in [1, {MAX_ID}]")
-                ok_c, cid = scan.field(seg, q, "category_id", _is_int, "an integer")
+                ok_c, cid = scan.field(seg, q, "category_id", is_int, "an integer")
                 seg_ok &= ok_s and ok_c
                 if "iscrowd" in seg and seg["iscrowd"] not in (0, 1):
                     scan.bad(f"{q}.iscrowd", f"expected 0 or 1, got {_short(seg['iscrowd'])}")
@@ -228,7 +218,7 @@ def _scan_structure(scan: _Scan, doc: Any) -> None:
 
 
 def _size_ok(img: dict) -> bool:
-    return all(_is_int(img.get(k)) and img[k] > 0 for k in ("height", "width"))
+    return all(is_int(img.get(k)) and img[k] > 0 for k in ("height", "width"))
 
 
 def _decode_image(scan: _Scan, path: Path) -> tuple[int, int] | None:
@@ -290,12 +280,12 @@ def check_dataset(
         image_path = None
         if isinstance(img.get("file_name"), str) and img["file_name"]:
             image_path = image_dir / img["file_name"]
-            if not _is_file(image_path):
+            if not is_file(image_path):
                 scan.add(image_path, f"image file not found (images entry of image id "
                                      f"{img['id']!r} in {scan.jf})")
                 image_path = None
         png_path = png_dir / ann["file_name"]
-        if not _is_file(png_path):
+        if not is_file(png_path):
             scan.add(png_path, f"panoptic PNG file not found ({where} of {scan.jf})")
             png_path = None
         if not deep:
@@ -354,7 +344,7 @@ def _categories_of(json_path: Path) -> tuple[list[dict], list[dict]] | None:
         return None
     if not isinstance(doc, dict):
         return None
-    cats = [c for c in doc.get("categories", []) or [] if isinstance(c, dict) and _is_int(c.get("id"))]
+    cats = [c for c in doc.get("categories", []) or [] if isinstance(c, dict) and is_int(c.get("id"))]
     anns = [a for a in doc.get("annotations", []) or [] if isinstance(a, dict)
             and isinstance(a.get("segments_info"), list)] if isinstance(doc.get("annotations"), list) else []
     return (cats if isinstance(doc.get("categories"), list) else []), anns
@@ -400,7 +390,7 @@ def _scenario_problems(cfg, train_json: Path, val_json: Path, splits: Iterable[s
     present: set[int] = set()
     for ann in anns:
         for seg in ann["segments_info"]:
-            if isinstance(seg, dict) and _is_int(seg.get("category_id")) and not seg.get("iscrowd", 0):
+            if isinstance(seg, dict) and is_int(seg.get("category_id")) and not seg.get("iscrowd", 0):
                 present.add(seg["category_id"])
     for t in range(scenario.num_steps):
         classes = [c for c in scenario.classes_of_step(t) if c in known]

@@ -23,7 +23,7 @@ from eclipse_seg.data.coco_panoptic import CocoPanopticDataset, atomic_write_byt
 from eclipse_seg.data.synthetic import make_synthetic
 from eclipse_seg.engine import distributed as dist
 from eclipse_seg.engine.check_data import preflight
-from eclipse_seg.engine.checkpoint import load_checkpoint
+from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
 from eclipse_seg.engine.evaluate import evaluate_model, step_groups, step_result
 from eclipse_seg.engine.train import grow_for_step, plan_step, resolve_device, train_step
 from eclipse_seg.errors import CheckpointError, ConfigError
@@ -224,8 +224,6 @@ def _model_before_step(cfg, scenario, method, step, thing_ids, out) -> Mask2Form
 
 def _adopt_base(model: Mask2Former, init_from: Path, final: Path, manifest: dict) -> dict:
     """Use another run's step-0 weights as this method's step 0 (recorded in its own final.pt)."""
-    from eclipse_seg.engine.checkpoint import save_checkpoint
-
     payload = load_checkpoint(init_from)
     _load_state(model, payload["model"], init_from)
     seconds = payload.get("train_seconds", 0.0)

@@ -166,7 +166,7 @@ def pad_targets(images: list[torch.Tensor], targets: list[Target]) -> list[Targe
 
 def autocast_context(cfg: Config, device: torch.device):
     mode = cfg.solver.amp
-    if device.type != "cuda" or mode == "off" or (mode == "auto" and device.type != "cuda"):
+    if device.type != "cuda" or mode == "off":
         return torch.autocast(device_type=device.type, enabled=False)
     dtype = torch.float16 if mode == "fp16" else torch.bfloat16
     if mode == "auto" and not torch.cuda.is_bf16_supported():

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from eclipse_seg.data.coco_panoptic import is_file
 from eclipse_seg.errors import ConfigError, DataError
 
 __all__ = [
@@ -468,13 +469,6 @@ class PanopticEvaluator:
 # files
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # e.g. ENAMETOOLONG for a file_name longer than the OS allows
-        return False
-
-
 def decode_panoptic_png(path: Path) -> np.ndarray:
     """Read a panoptic PNG into an (H, W) int64 id map (``R + 256*G + 256**2*B``).
 
@@ -484,7 +478,7 @@ def decode_panoptic_png(path: Path) -> np.ndarray:
     from PIL import Image
 
     path = Path(path)
-    if not _is_file(path):
+    if not is_file(path):
         raise DataError(f"{path}: panoptic PNG not found")
     try:
         with Image.open(path) as im:
@@ -506,7 +500,7 @@ def decode_panoptic_png(path: Path) -> np.ndarray:
 
 def _load_json(path: Path, kind: str) -> dict:
     path = Path(path)
-    if not _is_file(path):
+    if not is_file(path):
         raise DataError(f"{path}: {kind} JSON not found")
     try:
         with open(path, encoding="utf-8") as f:
