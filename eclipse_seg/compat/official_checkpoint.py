@@ -3,7 +3,8 @@
 :func:`load_official` builds our model for the step an official config describes (base model, then
 one query group per incremental step with the config's prompt count and class count, then the
 logit-manipulation deltas), loads the weights strictly (every missing, unexpected or mis-shaped key
-is listed in a :class:`~eclipse_seg.errors.CheckpointError`) and returns it in eval mode.
+is listed in a :class:`~eclipse_seg.errors.CheckpointError`) and returns it in eval mode. ResNet and
+Swin backbones load alike; Swin's `relative_position_index` buffers may be absent (we rebuild them).
 
 :func:`import_official_main` is ``eclipse-seg import-official``: the same, written as one of our own
 checkpoints (loadable by :func:`eclipse_seg.engine.runner.load_model` and every command).
@@ -13,22 +14,34 @@ from __future__ import annotations
 
 import argparse
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
-from eclipse_seg.compat.official_config import OfficialConfig, load_official_config, to_eclipse_config
+from eclipse_seg.compat.official_config import (
+    OfficialConfig,
+    load_official_config,
+    to_eclipse_config,
+)
 from eclipse_seg.errors import CheckpointError, ConfigError
 
-__all__ = ["load_official", "read_official_state", "official_thing_ids", "import_official_main",
-           "build_official"]
+__all__ = [
+    "build_official",
+    "import_official_main",
+    "load_official",
+    "official_thing_ids",
+    "read_official_state",
+]
 
 # keys an official checkpoint may hold that are not part of the inference model
 _IGNORED_PREFIXES = ("criterion.",)
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
 _NORMALISATION = ("pixel_mean", "pixel_std")
+# Swin's persistent buffer: fixed by WINDOW_SIZE, so optional in a checkpoint (checked when present)
+_REBUILT_SUFFIX = "relative_position_index"
 
 
 def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -48,7 +61,7 @@ def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict
         hint = ("" if allow_pickle else " If you trust the file, retry with allow_pickle=True "
                 "(--allow-pickle), which lets it run code while loading.")
         raise CheckpointError(f"cannot read official checkpoint {path}: {e}.{hint}") from e
-    except Exception as e:  # noqa: BLE001 - any reading failure means a bad file
+    except Exception as e:
         raise CheckpointError(f"cannot read official checkpoint {path} ({type(e).__name__}: {e})") from e
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
         raw = raw["model"]
@@ -71,9 +84,21 @@ def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict
     return state
 
 
-def official_thing_ids(catalog: str, order: list[int], thing_classes: Iterable[int] | None) -> set[int]:
-    """Category ids (in the class order's id space) that are things. `thing_classes`: 0-based model
-    labels (positions in `order`); None = the catalog's flags (ADE20K by id, COCO by contiguous id)."""
+def official_thing_ids(catalog: str, order: list[int], thing_classes: Iterable[int] | None = None,
+                       official_compat: bool = False) -> set[int]:
+    """Category ids (in the class order's id space) that are things.
+
+    `thing_classes`: 0-based model labels (positions in `order`) that are things; None = the
+    catalog's flags, looked up by class id (ADE20K by id, COCO by 1-based contiguous id).
+    `official_compat`: the official panoptic inference's lookup instead (`MaskFormer.
+    panoptic_inference`: label l is a thing when l + 1 is among the values of the training set's
+    `thing_dataset_id_to_contiguous_id`), i.e. by position in the class order. Identical for ADE20K's
+    identity order; for COCO it makes labels 0..78 things whatever classes they are."""
+    if official_compat and thing_classes is not None:
+        raise ConfigError("pass either thing_classes or official_compat, not both")
+    if official_compat:
+        values = _official_thing_values(catalog)
+        thing_classes = [label for label in range(len(order)) if label + 1 in values]
     if thing_classes is not None:
         labels = [int(x) for x in thing_classes]
         bad = [x for x in labels if not 0 <= x < len(order)]
@@ -86,9 +111,21 @@ def official_thing_ids(catalog: str, order: list[int], thing_classes: Iterable[i
     return {c[key] for c in load_catalog(catalog) if c.get("isthing")}
 
 
+def _official_thing_values(catalog: str) -> set[int]:
+    """The values of the official metadata's `thing_dataset_id_to_contiguous_id`: ADE20K (ECLIPSE's
+    register_myade20k_panoptic lists "void" first) gives the 1-based ADE ids of things; COCO
+    (detectron2's "coco_panoptic_standard" metadata) gives 0-based contiguous ids, 0..79."""
+    from eclipse_seg.data.catalogs import load_catalog
+
+    if catalog == "coco":
+        return {c["contiguous_id"] - 1 for c in load_catalog(catalog) if c.get("isthing")}
+    return {c["id"] for c in load_catalog(catalog) if c.get("isthing")}
+
+
 def _prepare_state(state: dict[str, torch.Tensor], model, path) -> dict[str, torch.Tensor]:
     """Drop known non-model keys (after checking the normalisation), rename old / model-zoo keys."""
     out: dict[str, torch.Tensor] = {}
+    own = model.state_dict()
     for k, v in state.items():
         if k.startswith(_IGNORED_PREFIXES) or k.endswith(_IGNORED_SUFFIXES):
             continue
@@ -98,23 +135,29 @@ def _prepare_state(state: dict[str, torch.Tensor], model, path) -> dict[str, tor
                 raise CheckpointError(f"{path}: '{k}' = {v.reshape(-1).tolist()} differs from ours "
                                       f"{ours.tolist()}; this model expects other input normalisation")
             continue
+        if k.endswith(_REBUILT_SUFFIX) and k in own:
+            if v.shape != own[k].shape or not torch.equal(v.long(), own[k].long()):
+                raise CheckpointError(f"{path}: '{k}' differs from ours: the checkpoint's Swin windows "
+                                      f"are not MODEL.SWIN.WINDOW_SIZE = {model.cfg.swin.window_size}")
+            continue
         out[k.replace("predictor.static_query", "predictor.query_feat")] = v
     # a Mask2Former model-zoo linear classifier: class_embed (C+1, hidden), no-object last
     p = "sem_seg_head.predictor.class_embed."
-    if p + "weight" in out and p + "cls.0.weight" not in out:
-        own = model.state_dict()
-        if p + "cls.1.weight" in own and p + "cls.2.weight" not in own and p + "cls.1.layers.0.weight" not in own:
-            w = out.pop(p + "weight")
-            out[p + "cls.1.weight"], out[p + "cls.0.weight"] = w[:-1], w[-1:]
-            if p + "bias" in out:
-                b = out.pop(p + "bias")
-                out[p + "cls.1.bias"], out[p + "cls.0.bias"] = b[:-1], b[-1:]
+    one_linear_head = (p + "cls.1.weight" in own and p + "cls.2.weight" not in own
+                       and p + "cls.1.layers.0.weight" not in own)
+    if p + "weight" in out and p + "cls.0.weight" not in out and one_linear_head:
+        w = out.pop(p + "weight")
+        out[p + "cls.1.weight"], out[p + "cls.0.weight"] = w[:-1], w[-1:]
+        if p + "bias" in out:
+            b = out.pop(p + "bias")
+            out[p + "cls.1.bias"], out[p + "cls.0.bias"] = b[:-1], b[-1:]
     return out
 
 
 def _load_strict(model, state: dict[str, torch.Tensor], path) -> None:
     own = model.state_dict()
-    own_keys = set(own) - {"thing_mask"}  # ours alone: thing flags, set from the catalog
+    # ours alone: thing flags (set from the catalog); Swin's index buffers (rebuilt from the config)
+    own_keys = {k for k in own if k != "thing_mask" and not k.endswith(_REBUILT_SUFFIX)}
     missing = sorted(own_keys - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in own_keys & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
@@ -146,15 +189,16 @@ def _as_official(config: str | Path | OfficialConfig, opts: list[str] | None) ->
 
 
 def build_official(config: str | Path | OfficialConfig, opts: list[str] | None = None,
-                   thing_classes: Iterable[int] | None = None):
-    """(model with fresh weights, Config, Scenario, info, thing_ids) for an official config."""
+                   thing_classes: Iterable[int] | None = None, *, official_compat: bool = False):
+    """(model with fresh weights, Config, Scenario, info, thing_ids) for an official config.
+    `official_compat`: the official thing/stuff lookup (see `official_thing_ids`)."""
     from eclipse_seg.engine.runner import build_model
     from eclipse_seg.scenarios import parse_scenario
 
     official = _as_official(config, opts)
     cfg, info = to_eclipse_config(official)
     scenario = parse_scenario(cfg.continual.scenario, cfg.continual.order)
-    thing_ids = official_thing_ids(info["catalog"], list(scenario.order), thing_classes)
+    thing_ids = official_thing_ids(info["catalog"], list(scenario.order), thing_classes, official_compat)
     model = build_model(cfg, scenario, cfg.continual.method, info["step"], thing_ids)
     got = model.decoder.class_embed.classes_per_step
     if got != info["classes_per_step"]:  # pragma: no cover - a bug, not a user error
@@ -163,13 +207,16 @@ def build_official(config: str | Path | OfficialConfig, opts: list[str] | None =
 
 
 def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts: list[str] | None = None,
-                  thing_classes: Iterable[int] | None = None, *, allow_pickle: bool = False):
+                  thing_classes: Iterable[int] | None = None, *, allow_pickle: bool = False,
+                  official_compat: bool = False):
     """Our Mask2Former holding an official checkpoint, in eval mode.
 
     `config`: the official YAML (its `_BASE_` chain is followed) and `opts` the official KEY VALUE
     overrides, e.g. ["CONT.TASK", "10", "CONT.NUM_PROMPTS", "10", ...]. `thing_classes`: 0-based
-    labels that are things (default: from the ADE20K / COCO catalog the config's dataset names)."""
-    model, _, _, _, _ = build_official(config, opts, thing_classes)
+    labels that are things (default: from the ADE20K / COCO catalog the config's dataset names).
+    `official_compat`: decide thing/stuff as the official panoptic inference does (by position in
+    the class order; differs for COCO), to reproduce its outputs exactly."""
+    model, _, _, _, _ = build_official(config, opts, thing_classes, official_compat=official_compat)
     state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
     _load_strict(model, state, weights)
     model.eval()
@@ -178,25 +225,28 @@ def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts
 
 def import_official(weights: str | Path, config: str | Path, output: str | Path,
                     opts: list[str] | None = None, thing_classes: Iterable[int] | None = None, *,
-                    allow_pickle: bool = False) -> dict[str, Any]:
+                    allow_pickle: bool = False, official_compat: bool = False) -> dict[str, Any]:
     """Write an official checkpoint as one of ours; returns its manifest."""
     from eclipse_seg.engine.checkpoint import save_checkpoint
     from eclipse_seg.engine.runner import manifest_for
 
-    model, cfg, scenario, info, thing_ids = build_official(config, opts, thing_classes)
+    model, cfg, scenario, info, thing_ids = build_official(config, opts, thing_classes,
+                                                           official_compat=official_compat)
     state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
     _load_strict(model, state, weights)
     manifest = {**manifest_for(cfg, scenario, info["step"], cfg.continual.method, model),
                 "thing_ids": sorted(thing_ids), "complete": True,
                 "imported_from": {"weights": str(weights), "config": str(config),
-                                  "opts": list(opts or [])}}
+                                  "opts": list(opts or []),
+                                  "official_thing_lookup": official_compat}}
     save_checkpoint(Path(output), {"model": model.state_dict(), "manifest": manifest})
     return manifest
 
 
 def import_official_main(argv: list[str] | None = None) -> int:
-    """`eclipse-seg import-official --weights W --config YAML [--thing-classes 0,1,..]
-    [--allow-pickle] --output ours.pt [--opts KEY VALUE ...]` (--opts takes the rest of the line)."""
+    """`eclipse-seg import-official --weights W --config YAML [--thing-classes 0,1,.. |
+    --official-thing-lookup] [--allow-pickle] --output ours.pt [--opts KEY VALUE ...]` (--opts takes
+    the rest of the line)."""
     p = argparse.ArgumentParser(
         prog="eclipse-seg import-official",
         description="Convert an official ECLIPSE / Mask2Former checkpoint (+ its yaml and KEY VALUE "
@@ -205,8 +255,12 @@ def import_official_main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="official yaml (e.g. configs/ade20k/panoptic-"
                    "segmentation/maskformer2_R50_bs16_160k.yaml, with its _BASE_ files)")
     p.add_argument("--output", required=True, help="our checkpoint to write (e.g. ade_100_5.pt)")
-    p.add_argument("--thing-classes", help="comma-separated 0-based labels that are things "
-                   "(default: from the ADE20K / COCO catalog)")
+    things_from = p.add_mutually_exclusive_group()
+    things_from.add_argument("--thing-classes", help="comma-separated 0-based labels that are things "
+                             "(default: from the ADE20K / COCO catalog, by class id)")
+    things_from.add_argument("--official-thing-lookup", action="store_true",
+                             help="decide thing/stuff as the official panoptic inference does (by "
+                                  "position in the class order): its exact outputs, wrong for COCO")
     p.add_argument("--allow-pickle", action="store_true",
                    help="read a .pth with full unpickling (only for files you trust)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
@@ -220,7 +274,8 @@ def import_official_main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--thing-classes: expected comma-separated integers, got "
                               f"{args.thing_classes!r}") from None
     manifest = import_official(args.weights, args.config, args.output, args.opts, things,
-                               allow_pickle=args.allow_pickle)
+                               allow_pickle=args.allow_pickle,
+                               official_compat=args.official_thing_lookup)
     print(f"wrote {args.output}: scenario {manifest['scenario']['name']}, step {manifest['step']}, "
           f"method {manifest['method']}, query groups {manifest['groups']}, classes per step "
           f"{manifest['classes_per_step']}")

@@ -27,12 +27,12 @@ import yaml
 from eclipse_seg.errors import ConfigError
 
 __all__ = [
+    "OFFICIAL_DEFAULTS",
     "OfficialConfig",
     "load_official_config",
     "parse_official_opts",
     "safe_eval_expression",
     "to_eclipse_config",
-    "OFFICIAL_DEFAULTS",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -52,6 +52,13 @@ OFFICIAL_DEFAULTS: dict = {
             "RES2_OUT_CHANNELS": 256, "STEM_OUT_CHANNELS": 64,
             "DEFORM_ON_PER_STAGE": [False, False, False, False],
             "DEFORM_MODULATED": False, "DEFORM_NUM_GROUPS": 1,
+        },
+        "SWIN": {
+            "PRETRAIN_IMG_SIZE": 224, "PATCH_SIZE": 4, "EMBED_DIM": 96, "DEPTHS": [2, 2, 6, 2],
+            "NUM_HEADS": [3, 6, 12, 24], "WINDOW_SIZE": 7, "MLP_RATIO": 4.0, "QKV_BIAS": True,
+            "QK_SCALE": None, "DROP_RATE": 0.0, "ATTN_DROP_RATE": 0.0, "DROP_PATH_RATE": 0.3,
+            "APE": False, "PATCH_NORM": True, "OUT_FEATURES": ["res2", "res3", "res4", "res5"],
+            "USE_CHECKPOINT": False,
         },
         "SEM_SEG_HEAD": {
             "NAME": "SemSegFPNHead", "IN_FEATURES": ["p2", "p3", "p4", "p5"], "IGNORE_VALUE": 255,
@@ -457,23 +464,8 @@ def _deltas(cfg: OfficialConfig) -> list[float]:
                       f"numbers, got {d!r}")
 
 
-def to_eclipse_config(official: OfficialConfig):
-    """(Config, info) for the model an official config builds at its step `CONT.TASK`.
-
-    info: {"step", "classes_per_step", "scenario", "method", "num_prompts", "catalog",
-    "notes"}. Settings that would change the official model's outputs in a way we do not reproduce
-    raise ConfigError naming the key."""
-    from eclipse_seg.config import config_from_dict
-    from eclipse_seg.data.catalogs import load_catalog
-
-    c = official
-    notes: list[str] = []
-    # ---- architecture ---------------------------------------------------------------------------
-    meta = c.get("MODEL.META_ARCHITECTURE")
-    _require(meta == "MaskFormer", "MODEL.META_ARCHITECTURE", meta, "only 'MaskFormer' (Mask2Former)")
-    bb = c.get("MODEL.BACKBONE.NAME")
-    _require(bb == "build_resnet_backbone", "MODEL.BACKBONE.NAME", bb,
-             "only the ResNet backbone ('build_resnet_backbone') is implemented (no Swin)")
+def _resnet(c: OfficialConfig, notes: list[str]) -> dict:
+    """`MODEL.RESNETS.*` -> our `model.backbone` section (detectron2's ResNet)."""
     depth = _as_int(c, "MODEL.RESNETS.DEPTH")
     _require(depth in (50, 101, 152), "MODEL.RESNETS.DEPTH", depth, "bottleneck ResNets 50/101/152 only")
     _require(c.get("MODEL.RESNETS.STRIDE_IN_1X1") is False, "MODEL.RESNETS.STRIDE_IN_1X1",
@@ -490,6 +482,97 @@ def to_eclipse_config(official: OfficialConfig):
     deform = c.get("MODEL.RESNETS.DEFORM_ON_PER_STAGE")
     _require(not any(deform or []), "MODEL.RESNETS.DEFORM_ON_PER_STAGE", deform,
              "deformable convolutions are not implemented")
+    return {
+        "depth": depth,
+        "stem_out_channels": _as_int(c, "MODEL.RESNETS.STEM_OUT_CHANNELS"),
+        "res2_out_channels": _as_int(c, "MODEL.RESNETS.RES2_OUT_CHANNELS"),
+        "num_groups": _as_int(c, "MODEL.RESNETS.NUM_GROUPS"),
+        "width_per_group": _as_int(c, "MODEL.RESNETS.WIDTH_PER_GROUP"),
+        "freeze_at": _as_int(c, "MODEL.BACKBONE.FREEZE_AT"),
+    }
+
+
+def _int_list(c: OfficialConfig, key: str, n: int) -> list[int]:
+    v = c.get(key)
+    ok = isinstance(v, (list, tuple)) and len(v) == n
+    if not ok or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+        raise ConfigError(f"official config key '{key}': expected {n} positive integers, got {v!r}")
+    return list(v)
+
+
+def _rate(c: OfficialConfig, key: str) -> float:
+    v = _as_float(c, key)
+    _require(0.0 <= v < 1.0, key, v, "a probability in [0, 1)")
+    return v
+
+
+def _swin(c: OfficialConfig) -> dict:
+    """`MODEL.SWIN.*` (Mask2Former's D2SwinTransformer) -> our `model.swin` section."""
+    k = "MODEL.SWIN."
+    patch = _as_int(c, k + "PATCH_SIZE")
+    _require(patch == 4, k + "PATCH_SIZE", patch,
+             "the official backbone reports strides 4..32 whatever the patch size")
+    embed = _as_int(c, k + "EMBED_DIM")
+    _require(embed > 0, k + "EMBED_DIM", embed, "must be positive")
+    # four stages: the official backbone always names res2..res5
+    depths, heads = _int_list(c, k + "DEPTHS", 4), _int_list(c, k + "NUM_HEADS", 4)
+    dims = [embed * 2 ** i for i in range(4)]
+    _require(all(d % h == 0 for d, h in zip(dims, heads)), k + "NUM_HEADS", heads,
+             f"each stage's channels {dims} must divide by its head count")
+    window = _as_int(c, k + "WINDOW_SIZE")
+    _require(window > 0, k + "WINDOW_SIZE", window, "must be positive")
+    mlp_ratio = _as_float(c, k + "MLP_RATIO")
+    _require(mlp_ratio > 0, k + "MLP_RATIO", mlp_ratio, "must be positive")
+    qk_scale = c.get(k + "QK_SCALE")
+    # officially `qk_scale or head_dim ** -0.5`: None and 0 give the default, the only scale we have
+    default_scale = qk_scale is None or (_is_number(qk_scale) and (qk_scale == 0 or all(
+        math.isclose(qk_scale, (d // h) ** -0.5) for d, h in zip(dims, heads))))
+    _require(default_scale, k + "QK_SCALE", qk_scale,
+             "our window attention scales by head_dim ** -0.5 (the default, None)")
+    pretrain = _as_int(c, k + "PRETRAIN_IMG_SIZE")  # sizes the absolute position embedding only
+    _require(pretrain >= patch, k + "PRETRAIN_IMG_SIZE", pretrain, "must be at least the patch size")
+    out = c.get(k + "OUT_FEATURES")
+    _require(isinstance(out, (list, tuple)) and sorted(out) == ["res2", "res3", "res4", "res5"],
+             k + "OUT_FEATURES", out, "the pixel decoder needs all of res2..res5")
+    return {
+        "embed_dim": embed, "depths": depths, "num_heads": heads, "window_size": window,
+        "mlp_ratio": mlp_ratio, "qkv_bias": _as_bool(c, k + "QKV_BIAS"),
+        "drop_rate": _rate(c, k + "DROP_RATE"), "attn_drop_rate": _rate(c, k + "ATTN_DROP_RATE"),
+        "drop_path_rate": _rate(c, k + "DROP_PATH_RATE"), "patch_size": patch,
+        "ape": _as_bool(c, k + "APE"), "patch_norm": _as_bool(c, k + "PATCH_NORM"),
+        "pretrain_img_size": pretrain, "out_indices": [0, 1, 2, 3],
+        # D2SwinTransformer never passes frozen_stages (MODEL.BACKBONE.FREEZE_AT is ResNet-only)
+        "frozen_stages": -1, "use_checkpoint": _as_bool(c, k + "USE_CHECKPOINT"),
+    }
+
+
+def _backbone(c: OfficialConfig, notes: list[str]) -> dict:
+    """Our `model` entries for `MODEL.BACKBONE.NAME`: ResNet or Swin; the other family's keys are
+    ignored, as officially."""
+    name = c.get("MODEL.BACKBONE.NAME")
+    if name == "build_resnet_backbone":
+        return {"backbone_type": "resnet", "backbone": _resnet(c, notes)}
+    if name == "D2SwinTransformer":
+        return {"backbone_type": "swin", "swin": _swin(c)}
+    raise ConfigError(f"official config key 'MODEL.BACKBONE.NAME' = {name!r} is not supported: only "
+                      f"'build_resnet_backbone' (ResNet) and 'D2SwinTransformer' (Swin)")
+
+
+def to_eclipse_config(official: OfficialConfig):
+    """(Config, info) for the model an official config builds at its step `CONT.TASK`.
+
+    info: {"step", "classes_per_step", "scenario", "method", "num_prompts", "catalog",
+    "notes"}. Settings that would change the official model's outputs in a way we do not reproduce
+    raise ConfigError naming the key."""
+    from eclipse_seg.config import config_from_dict
+    from eclipse_seg.data.catalogs import load_catalog
+
+    c = official
+    notes: list[str] = []
+    # ---- architecture ---------------------------------------------------------------------------
+    meta = c.get("MODEL.META_ARCHITECTURE")
+    _require(meta == "MaskFormer", "MODEL.META_ARCHITECTURE", meta, "only 'MaskFormer' (Mask2Former)")
+    backbone = _backbone(c, notes)
     mean, std = c.get("MODEL.PIXEL_MEAN"), c.get("MODEL.PIXEL_STD")
     from eclipse_seg.model.mask2former import PIXEL_MEAN, PIXEL_STD
 
@@ -626,17 +709,9 @@ def to_eclipse_config(official: OfficialConfig):
     else:
         continual.update(lr=lr, iterations=iters,
                          class_weight=_as_float(c, "MODEL.MASK_FORMER.CLASS_WEIGHT"))
-    freeze_at = _as_int(c, "MODEL.BACKBONE.FREEZE_AT")
     tree = {
         "model": {
-            "backbone": {
-                "depth": depth,
-                "stem_out_channels": _as_int(c, "MODEL.RESNETS.STEM_OUT_CHANNELS"),
-                "res2_out_channels": _as_int(c, "MODEL.RESNETS.RES2_OUT_CHANNELS"),
-                "num_groups": _as_int(c, "MODEL.RESNETS.NUM_GROUPS"),
-                "width_per_group": _as_int(c, "MODEL.RESNETS.WIDTH_PER_GROUP"),
-                "freeze_at": freeze_at,
-            },
+            **backbone,
             "pixel_decoder": {
                 "conv_dim": conv_dim, "mask_dim": _as_int(c, "MODEL.SEM_SEG_HEAD.MASK_DIM"),
                 "num_layers": _as_int(c, "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS"),

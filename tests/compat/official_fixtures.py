@@ -161,3 +161,95 @@ TINY_OPTS = [
     "MODEL.MASK_FORMER.HIDDEN_DIM", "32", "MODEL.MASK_FORMER.NHEADS", "2",
     "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "32", "MODEL.MASK_FORMER.DEC_LAYERS", "4",
 ]
+
+
+# ---- Swin ---------------------------------------------------------------------------------------
+# MODEL.SWIN values of Mask2Former's / ECLIPSE's Swin configs (all: APE False, DROP_PATH_RATE 0.3,
+# PATCH_NORM True; e.g. configs/ade20k/panoptic-segmentation/swin/
+# maskformer2_swin_large_IN21k_384_bs16_160k.yaml, configs/coco/panoptic-segmentation/swin/
+# maskformer2_swin_small_bs16_50ep.yaml): (file stem, EMBED_DIM, DEPTHS, NUM_HEADS, WINDOW_SIZE,
+# PRETRAIN_IMG_SIZE or None when the file leaves the default 224, NUM_OBJECT_QUERIES or None)
+SWIN_CONFIGS = {
+    "tiny": ("maskformer2_swin_tiny", 96, [2, 2, 6, 2], [3, 6, 12, 24], 7, None, None),
+    "small": ("maskformer2_swin_small", 96, [2, 2, 18, 2], [3, 6, 12, 24], 7, None, None),
+    "base": ("maskformer2_swin_base_IN21k_384", 128, [2, 2, 18, 2], [4, 8, 16, 32], 12, 384, None),
+    "large": ("maskformer2_swin_large_IN21k_384", 192, [2, 2, 18, 2], [6, 12, 24, 48], 12, 384, 200),
+}
+
+
+def write_swin_configs(root: Path) -> dict[str, Path]:
+    """The Swin-T/S/B/L panoptic configs of ADE20K and COCO over the R50 files of
+    `write_official_configs(root)` (their `_BASE_`), e.g. {"ade_ps large": path, ...}."""
+    paths = {}
+    for which, folder, base, suffix in (
+        ("ade_ps", "configs/ade20k/panoptic-segmentation", "maskformer2_R50_bs16_160k.yaml", "bs16_160k"),
+        ("coco_ps", "configs/coco/panoptic-segmentation", "maskformer2_R50_bs16_50ep.yaml", "bs16_50ep"),
+    ):
+        d = root / folder / "swin"
+        d.mkdir(parents=True, exist_ok=True)
+        for size, (stem, embed, depths, heads, window, pretrain, queries) in SWIN_CONFIGS.items():
+            text = (f"_BASE_: ../{base}\nMODEL:\n  BACKBONE:\n    NAME: \"D2SwinTransformer\"\n"
+                    f"  SWIN:\n    EMBED_DIM: {embed}\n    DEPTHS: {depths}\n    NUM_HEADS: {heads}\n"
+                    f"    WINDOW_SIZE: {window}\n    APE: False\n    DROP_PATH_RATE: 0.3\n"
+                    f"    PATCH_NORM: True\n")
+            text += f"    PRETRAIN_IMG_SIZE: {pretrain}\n" if pretrain else ""
+            text += f"  WEIGHTS: \"{stem}.pkl\"\n" + _NORM
+            text += f"  MASK_FORMER:\n    NUM_OBJECT_QUERIES: {queries}\n" if queries else ""
+            path = d / f"{stem}_{suffix}.yaml"
+            path.write_text(text)
+            paths[f"{which} {size}"] = path
+    return paths
+
+
+# a tiny Swin through the official keys (4 stages, windows of 4 so the maps get padded and shifted)
+SWIN_TINY_OPTS = [
+    "MODEL.BACKBONE.NAME", "D2SwinTransformer", "MODEL.SWIN.EMBED_DIM", "8",
+    "MODEL.SWIN.DEPTHS", "[2, 2, 2, 2]", "MODEL.SWIN.NUM_HEADS", "[1, 2, 2, 4]",
+    "MODEL.SWIN.WINDOW_SIZE", "4",
+]
+
+
+def official_swin_backbone_state(embed: int = 8, depths=(2, 2, 2, 2), heads=(1, 2, 2, 4),
+                                 window: int = 4, mlp_ratio: float = 4.0, seed: int = 0):
+    """Random `backbone.*` tensors named and shaped as Mask2Former's D2SwinTransformer registers
+    them (patch norm, no APE, qkv bias, out_indices (0, 1, 2, 3) -> norm0..norm3), including the
+    persistent `relative_position_index` buffers. Written from the official module's facts:
+    PatchEmbed(proj conv p=4, norm), BasicLayer(blocks of norm1, attn(relative_position_bias_table
+    ((2w-1)^2, heads), relative_position_index (w^2, w^2), qkv, proj), norm2, mlp(fc1, fc2)),
+    PatchMerging(norm 4C, reduction 4C->2C without bias) after stages 0..2)."""
+    import numpy as np
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g) * 0.1
+
+    def linear(name, n_out, n_in, bias=True):
+        out = {f"{name}.weight": rnd(n_out, n_in)}
+        return {**out, f"{name}.bias": rnd(n_out)} if bias else out
+
+    def norm(name, n):
+        return {f"{name}.weight": 1 + rnd(n), f"{name}.bias": rnd(n)}
+
+    # token t = (row, col) of a window, row-major; index = (drow + w - 1) * (2w - 1) + dcol + w - 1
+    row, col = np.divmod(np.arange(window * window), window)
+    index = ((row[:, None] - row[None, :] + window - 1) * (2 * window - 1)
+             + col[:, None] - col[None, :] + window - 1)
+    s = {"patch_embed.proj.weight": rnd(embed, 3, 4, 4), "patch_embed.proj.bias": rnd(embed),
+         **norm("patch_embed.norm", embed)}
+    for i, (depth, h) in enumerate(zip(depths, heads)):
+        dim = embed * 2 ** i
+        for j in range(depth):
+            b = f"layers.{i}.blocks.{j}."
+            s.update({**norm(b + "norm1", dim), **norm(b + "norm2", dim),
+                      b + "attn.relative_position_bias_table": rnd((2 * window - 1) ** 2, h),
+                      b + "attn.relative_position_index": torch.from_numpy(index).long(),
+                      **linear(b + "attn.qkv", 3 * dim, dim), **linear(b + "attn.proj", dim, dim),
+                      **linear(b + "mlp.fc1", int(dim * mlp_ratio), dim),
+                      **linear(b + "mlp.fc2", dim, int(dim * mlp_ratio))})
+        if i < len(depths) - 1:
+            s.update({**norm(f"layers.{i}.downsample.norm", 4 * dim),
+                      **linear(f"layers.{i}.downsample.reduction", 2 * dim, 4 * dim, bias=False)})
+        s.update(norm(f"norm{i}", dim))
+    return {"backbone." + k: v for k, v in s.items()}

@@ -7,10 +7,15 @@ import pickle
 
 import pytest
 import torch
-
-from eclipse_seg.compat.official_checkpoint import build_official, import_official_main, load_official
-from eclipse_seg.errors import CheckpointError
 from official_fixtures import TINY_OPTS, eval_opts, write_official_configs
+
+from eclipse_seg.compat.official_checkpoint import (
+    build_official,
+    import_official_main,
+    load_official,
+    official_thing_ids,
+)
+from eclipse_seg.errors import CheckpointError, ConfigError
 
 NAME = "ade_ps 50-20"  # 50 base queries, 20 prompts per step
 OPTS = eval_opts(NAME) + TINY_OPTS + ["CONT.TASK", "2"]  # an intermediate step: 2 prompt groups
@@ -186,3 +191,66 @@ def test_model_zoo_linear_classifier_is_split(official, tmp_path):
     loaded = load_official(pkl, official["cfg"], opts)
     with torch.no_grad():
         assert torch.equal(loaded(official["images"]).pred_logits, model(official["images"]).pred_logits)
+
+
+# ---- thing / stuff lookup: ours by class id, the official one by position (DESIGN 4b) -----------
+def _thing_labels(catalog, order, **kw):
+    ids = official_thing_ids(catalog, order, **kw)
+    return {label for label, c in enumerate(order) if c in ids}
+
+
+def test_official_thing_lookup_differs_for_coco_order_c():
+    """Officially label l is a thing when l + 1 is among detectron2's COCO thing map values (0-based
+    contiguous ids 0..79): labels 0..78, whatever classes order "c" puts there."""
+    from eclipse_seg.data.catalogs import load_catalog, official_order
+
+    order = official_order("coco")
+    names = {c["contiguous_id"]: c["name"] for c in load_catalog("coco")}
+    correct = _thing_labels("coco", order)
+    official = _thing_labels("coco", order, official_compat=True)
+    assert len(correct) == 80 and official == set(range(79))
+    # hand-checked (label, 1-based contiguous id in order "c", name, is a thing)
+    for label, cid, name, thing in [(0, 1, "person", True), (6, 88, "floor-wood", False),
+                                    (8, 126, "grass-merged", False), (78, 115, "window-blind", False),
+                                    (79, 28, "tie", True), (82, 62, "toilet", True),
+                                    (132, 4, "motorcycle", True)]:
+        assert (order[label], names[cid]) == (cid, name)
+        assert (label in correct) == thing
+        assert (label in official) == (label <= 78)
+
+
+def test_official_thing_lookup_is_the_same_for_ade():
+    from eclipse_seg.data.catalogs import official_order
+
+    order = official_order("ade20k")
+    labels = _thing_labels("ade20k", order)
+    assert labels == _thing_labels("ade20k", order, official_compat=True)
+    assert 0 not in labels and 7 in labels  # wall (id 1) is stuff, bed (id 8) a thing
+
+
+def test_official_thing_lookup_reaches_the_model(tmp_path):
+    coco = write_official_configs(tmp_path)["coco_ps"]
+    opts = eval_opts("coco_ps 83-5") + TINY_OPTS + ["CONT.TASK", "1"]
+    ours, *_ = build_official(coco, opts)
+    official, *_ = build_official(coco, opts, official_compat=True)
+    assert official.thing_mask.tolist() == [label <= 78 for label in range(88)]
+    assert ours.thing_mask[82] and not ours.thing_mask[6]  # toilet, floor-wood
+    with pytest.raises(ConfigError, match="not both"):
+        build_official(coco, opts, [0, 1], official_compat=True)
+
+
+def test_import_official_thing_lookup_flag(official, tmp_path):
+    """Through `eclipse-seg import-official` (options first, as documented)."""
+    from eclipse_seg.cli import main
+    from eclipse_seg.engine.checkpoint import load_checkpoint
+    from eclipse_seg.engine.runner import load_model
+
+    out = tmp_path / "ours.pt"
+    base = ["--weights", str(official["pth"]), "--config", str(official["cfg"]), "--output", str(out)]
+    assert main(["import-official", *base, "--official-thing-lookup", "--opts", *OPTS]) == 0
+    assert load_checkpoint(out)["manifest"]["imported_from"]["official_thing_lookup"] is True
+    # ADE's identity order: the same flags as the catalog lookup
+    catalog_flags = load_official(official["pth"], official["cfg"], OPTS).thing_mask
+    assert torch.equal(load_model(out)[0].thing_mask, catalog_flags)
+    with pytest.raises(SystemExit):
+        import_official_main(base + ["--thing-classes", "0", "--official-thing-lookup", "--opts", *OPTS])

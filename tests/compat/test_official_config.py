@@ -4,6 +4,7 @@ mapping of every official script's evaluation setting to our config and model la
 from __future__ import annotations
 
 import pytest
+from official_fixtures import OFFICIAL_EVAL, TINY_OPTS, eval_opts, write_official_configs
 
 from eclipse_seg.compat.official_config import (
     load_official_config,
@@ -11,7 +12,6 @@ from eclipse_seg.compat.official_config import (
     to_eclipse_config,
 )
 from eclipse_seg.errors import ConfigError
-from official_fixtures import OFFICIAL_EVAL, TINY_OPTS, eval_opts, write_official_configs
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_step0_and_no_prompt_configs(configs):
     (["CONT.SOFTCLS", "True"], "CONT.SOFTCLS"),
     (["MODEL.MASK_FORMER.PER_PIXEL", "True"], "MODEL.MASK_FORMER.PER_PIXEL"),
     (["MODEL.RESNETS.STRIDE_IN_1X1", "True"], "MODEL.RESNETS.STRIDE_IN_1X1"),
-    (["MODEL.BACKBONE.NAME", "D2SwinTransformer"], "MODEL.BACKBONE.NAME"),
+    (["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone"], "MODEL.BACKBONE.NAME"),
     (["CONT.PROMPT_MASK_MLP", "False"], "CONT.PROMPT_MASK_MLP"),
     (["MODEL.MASK_FORMER.TEST.MASK_BG", "True"], "MODEL.MASK_FORMER.TEST.MASK_BG"),
     (["MODEL.RESNETS.NORM", "GN"], "MODEL.RESNETS.NORM"),
