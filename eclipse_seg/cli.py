@@ -77,8 +77,8 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from eclipse_seg.config import apply_overrides, load_config
     from eclipse_seg.engine.check_data import preflight
-    from eclipse_seg.engine.evaluate import evaluate_model, step_result
-    from eclipse_seg.engine.runner import build_datasets, load_model
+    from eclipse_seg.engine.evaluate import step_result
+    from eclipse_seg.engine.runner import build_datasets, evaluate_step, load_model
     from eclipse_seg.metrics.panoptic_quality import format_pq_table
 
     if args.config and "=" in args.config:  # an override, not a config path
@@ -90,14 +90,15 @@ def cmd_evaluate(args) -> int:
         cfg.data, cfg.test = other.data, other.test
     preflight(cfg, splits=("val",), scenario=False)
     _, val = build_datasets(cfg)
-    summary = evaluate_model(model, val, scenario, step, batch_size=cfg.test.batch_size,
-                             object_mask_threshold=cfg.test.object_mask_threshold,
-                             overlap_threshold=cfg.test.overlap_threshold,
-                             max_images=cfg.data.max_val_images, progress=not args.no_progress,
-                             predictions_dir=Path(args.predictions) if args.predictions else None)
-    print(format_pq_table(summary))
+    summary = evaluate_step(model, cfg, val, scenario, step, progress=not args.no_progress,
+                            predictions_dir=Path(args.predictions) if args.predictions else None)
     row = step_result(summary, step, scenario)
-    print(f"{method} step {step}: PQ old {row['pq_old']}  new {row['pq_new']}  all {row['pq_all']}")
+    metric = "miou" if summary.get("metric") == "miou" else "pq"
+    if metric == "pq":
+        print(format_pq_table(summary))
+    name = {"pq": "PQ", "miou": "mIoU"}[metric]
+    print(f"{method} step {step}: {name} old {row[f'{metric}_old']}  new {row[f'{metric}_new']}  "
+          f"all {row[f'{metric}_all']}")
     if args.output:
         Path(args.output).write_text(json.dumps({"summary": summary, "step": row}, indent=1))
     return 0
@@ -169,13 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="PQ old/new/all of a checkpoint on its validation set")
+    e = sub.add_parser("evaluate",
+                       help="PQ (or mIoU) old/new/all of a checkpoint on its validation set")
     e.add_argument("config", nargs="?", help="optional config for data paths (default: the checkpoint's)")
     e.add_argument("overrides", nargs="*")
     e.add_argument("--weights", required=True)
     e.add_argument("--device")
     e.add_argument("--output", help="write the summary JSON here")
-    e.add_argument("--predictions", help="also write COCO-panoptic predictions to this folder")
+    e.add_argument("--predictions", help="also write the predictions to this folder (COCO panoptic; "
+                                         "semantic data: label PNGs of category ids)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_evaluate)
 
@@ -186,20 +189,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device")
     pr.set_defaults(func=cmd_predict)
 
-    ep = sub.add_parser("evaluate-panoptic", add_help=False,
+    # The pass-through commands below parse their own options. prefix_chars "+": every "--x" is
+    # left to them (an argparse REMAINDER cannot start with an option-like token, so "--gt-json F"
+    # first would otherwise be refused).
+    ep = sub.add_parser("evaluate-panoptic", add_help=False, prefix_chars="+",
                         help="standalone PQ (panopticapi numbers): --gt-json --gt-folder --pred-json --pred-folder")
     ep.add_argument("rest", nargs=argparse.REMAINDER)
     ep.set_defaults(func=cmd_evaluate_panoptic)
 
-    cd = sub.add_parser("check-data", add_help=False,
+    cd = sub.add_parser("check-data", add_help=False, prefix_chars="+",
                         help="check a config's dataset (both splits + scenario), report every "
                              "problem: CONFIG [key=value ...] [--quick]")
     cd.add_argument("rest", nargs=argparse.REMAINDER)
     cd.set_defaults(func=cmd_check_data)
 
-    io = sub.add_parser("import-official", add_help=False,
+    io = sub.add_parser("import-official", add_help=False, prefix_chars="+",
                         help="convert an official ECLIPSE / Mask2Former checkpoint: --weights W "
-                             "--config YAML --output ours.pt [--opts KEY VALUE ...]")
+                             "--config YAML --output ours.pt [--official-thing-lookup] "
+                             "[--opts KEY VALUE ...]")
     io.add_argument("rest", nargs=argparse.REMAINDER)
     io.set_defaults(func=cmd_import_official)
     return p

@@ -26,8 +26,10 @@ from eclipse_seg.model.mask2former import ModelConfig
 class DataConfig:
     """Where the data lives and how training images are augmented."""
 
-    dataset: str = "synthetic"  # "synthetic" (generated into `root` when absent) or "coco_panoptic"
-    root: str = "data/synthetic"
+    # "synthetic" (generated into `root` when absent), "coco_panoptic" or "semantic" (image + PNG of
+    # class indices; `*_png_dir` are the label folders, `*_json` unused)
+    dataset: str = "synthetic"
+    root: str = "data/synthetic"  # relative: under $ECLIPSE_DATA when set, else the working dir
     train_json: str = "train/panoptic.json"  # paths relative to `root` unless absolute
     train_png_dir: str = "train/panoptic"
     train_image_dir: str = "train/images"
@@ -35,6 +37,8 @@ class DataConfig:
     val_png_dir: str = "val/panoptic"
     val_image_dir: str = "val/images"
     catalog: str = ""  # "ade20k" / "coco": official class order and thing flags; "" = from the JSON
+    num_classes: int = 0  # semantic: class count; 0 = the catalog's
+    label_offset: int = -1  # semantic: class index = PNG value + offset (ADE: 0 = other, ignored)
     synthetic_train: int = 400
     synthetic_val: int = 100
     synthetic_size: int = 64
@@ -95,6 +99,12 @@ class TestConfig:
     panoptic_on: bool = True
     semantic_on: bool = False
     batch_size: int = 4
+    # detectron2's ResizeShortestEdge before inference; predictions come back at the original size
+    min_size: int = 0  # short side; 0 = no resize
+    max_size: int = 0  # cap on the long side; 0 = none
+    # semantic mIoU: pixels labelled "other" (ADE's 0) count as background, so predictions there
+    # are false positives (official ECLIPSE evaluator); false = ignore them (detectron2's ADE20K)
+    unlabeled_as_background: bool = True
 
 
 @dataclass
@@ -138,6 +148,8 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
         return value
+    if annotation is str and isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans
+        value = "on" if value else "off"
     if annotation in (int, str):
         if not isinstance(value, annotation) or isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected {annotation.__name__}, got {value!r}")
@@ -149,6 +161,15 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         return value
     return value
+
+
+CHOICES = {  # string keys with a closed set of values
+    "solver.amp": ("auto", "off", "bf16", "fp16"),
+    "data.dataset": ("synthetic", "coco_panoptic", "semantic"),
+    "continual.method": ("eclipse", "finetune", "joint"),
+    "model.backbone_type": ("resnet", "swin"),
+    "loss.class_loss": ("official", "focal"),
+}
 
 
 def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
@@ -167,6 +188,9 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
             kwargs[key] = _from_dict(hint, value, dotted + ".")
         else:
             kwargs[key] = _check_type(value, hint, dotted)
+            if dotted in CHOICES and kwargs[key] not in CHOICES[dotted]:
+                raise ConfigError(f"config key '{dotted}': expected one of "
+                                  f"{', '.join(CHOICES[dotted])}, got {kwargs[key]!r}")
     return cls(**kwargs)
 
 

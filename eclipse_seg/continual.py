@@ -11,7 +11,7 @@ no-object head `cls.0`.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

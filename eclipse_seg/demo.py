@@ -17,8 +17,14 @@ import torch
 from eclipse_seg.config import load_config
 from eclipse_seg.engine.evaluate import save_overlay
 from eclipse_seg.engine.outputs import claim_output_dir
-from eclipse_seg.engine.runner import (build_datasets, format_results_table, load_model, plot_results,
-                                       run, write_results)
+from eclipse_seg.engine.runner import (
+    build_datasets,
+    format_results_table,
+    load_model,
+    plot_results,
+    run,
+    write_results,
+)
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "synthetic" / "base.yaml"
 QUICK = ["data.synthetic_train=48", "data.synthetic_val=12", "solver.iterations=12",

@@ -45,28 +45,31 @@ def postprocess(logits: torch.Tensor, masks: torch.Tensor, padded_size: tuple[in
     probs = resize_mask_logits(masks[kept_idx], padded_size, image_size, output_size).sigmoid()
     cur_scores, cur_labels = scores[kept_idx], labels[kept_idx]
     owner = (cur_scores.view(-1, 1, 1) * probs).argmax(0)
+    # query k's segment is {owner == k} & {probs[k] >= 0.5}: a pixel joins it iff its owner is
+    # confident there. All areas in three reductions, one transfer (no per-query device syncs).
+    assigned = probs.gather(0, owner[None])[0] >= 0.5
+    k = len(kept_idx)
+    owned_area = torch.bincount(owner.flatten(), minlength=k)
+    area = torch.bincount(owner[assigned], minlength=k)
+    conf_area = (probs >= 0.5).flatten(1).sum(1)
+    stats = torch.stack([owned_area, conf_area, area, cur_labels]).tolist()
+    score_of = cur_scores.tolist()
+    seg_of_query = [0] * k
     stuff_segment: dict[int, int] = {}
-    next_id = 0
-    for k in range(len(kept_idx)):
-        label = int(cur_labels[k])
+    for q, (owned, conf, a, label) in enumerate(zip(*stats)):
         isthing = bool(thing_mask[label]) if label < thing_mask.numel() else False
-        owned = owner == k
-        confident = probs[k] >= 0.5
-        mask = owned & confident
-        owned_area, conf_area, area = int(owned.sum()), int(confident.sum()), int(mask.sum())
-        if owned_area == 0 or conf_area == 0 or area == 0:
-            continue
-        if owned_area / conf_area < overlap_threshold:
+        if owned == 0 or conf == 0 or a == 0 or owned / conf < overlap_threshold:
             continue
         if not isthing and label in stuff_segment:
-            panoptic[mask] = stuff_segment[label]
-            sem[mask] = label
+            seg_of_query[q] = stuff_segment[label]
             continue
-        next_id += 1
+        seg_of_query[q] = len(segments) + 1
         if not isthing:
-            stuff_segment[label] = next_id
-        panoptic[mask] = next_id
-        sem[mask] = label
-        segments.append({"id": next_id, "category_id": label + 1, "label": label,
-                         "isthing": isthing, "score": float(cur_scores[k])})
+            stuff_segment[label] = seg_of_query[q]
+        segments.append({"id": seg_of_query[q], "category_id": label + 1, "label": label,
+                         "isthing": isthing, "score": score_of[q]})
+    seg_ids = torch.tensor(seg_of_query, dtype=torch.int32, device=logits.device)[owner]
+    placed = assigned & (seg_ids > 0)
+    panoptic = torch.where(placed, seg_ids, panoptic)
+    sem = torch.where(placed, cur_labels[owner], sem)
     return {"panoptic_seg": panoptic, "segments_info": segments, "sem_seg": sem}

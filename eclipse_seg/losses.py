@@ -90,17 +90,27 @@ def hungarian_match(pred: Prediction, targets: list[Target], cfg: LossConfig
     coords = torch.rand(b, cfg.num_points, 2, device=pred.pred_masks.device)
     pred_points = point_sample(pred.pred_masks.float(), coords)  # (B, Q, P)
     probs = pred.pred_logits.float().softmax(-1)
-    out = []
+    costs = []
     for i, tgt in enumerate(targets):
         if tgt.labels.numel() == 0:
-            empty = torch.zeros(0, dtype=torch.int64)
-            out.append((empty, empty))
+            costs.append(None)
             continue
         pm = pred_points[i]
         tm = point_sample(tgt.masks[None].to(pm.dtype), coords[i : i + 1])[0]  # (T, P)
-        cost = (cfg.mask_weight * pairwise_sigmoid_ce(pm, tm) - cfg.class_weight * probs[i][:, tgt.labels]
-                + cfg.dice_weight * pairwise_dice(pm, tm))
-        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+        costs.append(cfg.mask_weight * pairwise_sigmoid_ce(pm, tm) - cfg.class_weight * probs[i][:, tgt.labels]
+                     + cfg.dice_weight * pairwise_dice(pm, tm))
+    # one device-to-host copy for the whole batch (a GPU would otherwise sync once per image)
+    present = [c for c in costs if c is not None]
+    flat = torch.cat([c.flatten() for c in present]).cpu().numpy() if present else None
+    out, start = [], 0
+    for cost in costs:
+        if cost is None:
+            empty = torch.zeros(0, dtype=torch.int64)
+            out.append((empty, empty))
+            continue
+        n = cost.numel()
+        rows, cols = linear_sum_assignment(flat[start: start + n].reshape(cost.shape))
+        start += n
         out.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
     return out
 

@@ -13,8 +13,9 @@ ground truth; PQ is averaged over the class groups of :func:`eval_class_groups`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,13 +26,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from eclipse_seg.data.coco_panoptic import CocoPanopticDataset, PanopticSample
 
 __all__ = [
-    "Scenario",
-    "parse_scenario",
     "OFFICIAL_SCENARIOS",
-    "official_scenario",
-    "step_training_indices",
-    "restrict_to_classes",
+    "Scenario",
     "eval_class_groups",
+    "official_scenario",
+    "parse_scenario",
+    "restrict_to_classes",
+    "step_training_indices",
 ]
 
 
@@ -148,7 +149,7 @@ class Scenario:
     def step_of_class(self, cat_id: int) -> int:
         return self.step_of_label(self.label_of(cat_id))
 
-    def map_ids(self, mapping: Mapping[int, int], name: str | None = None) -> "Scenario":
+    def map_ids(self, mapping: Mapping[int, int], name: str | None = None) -> Scenario:
         """Same split with every category id translated through ``mapping`` (e.g. to JSON ids)."""
         missing = [c for c in self.order if c not in mapping]
         if missing:
@@ -265,7 +266,7 @@ def official_scenario(dataset: str, name: str, *, id_space: str = "official") ->
 # --------------------------------------------------------------------------------------------------
 # overlap mode and evaluation groups
 # --------------------------------------------------------------------------------------------------
-def step_training_indices(dataset: "CocoPanopticDataset", scenario: Scenario, t: int) -> list[int]:
+def step_training_indices(dataset: CocoPanopticDataset, scenario: Scenario, t: int) -> list[int]:
     """Indices of the images of ``dataset`` with a non-crowd segment of a class of step ``t``.
 
     Uses the JSON only. Class ids of the step that are not categories of the dataset raise
@@ -282,7 +283,7 @@ def step_training_indices(dataset: "CocoPanopticDataset", scenario: Scenario, t:
     return dataset.image_ids_with_any_category(classes, include_crowd=False)
 
 
-def restrict_to_classes(sample: "PanopticSample", cat_ids: Iterable[int]) -> "PanopticSample":
+def restrict_to_classes(sample: PanopticSample, cat_ids: Iterable[int]) -> PanopticSample:
     """A copy of ``sample`` whose supervised segments are only those of ``cat_ids``.
 
     Other segments are dropped (their pixels are neither supervised nor background). The raw

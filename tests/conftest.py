@@ -39,3 +39,9 @@ def tiny_cfg(tiny_data, tmp_path):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_data_root_from_the_environment(monkeypatch):
+    """Relative data roots resolve against the working directory unless a test sets ECLIPSE_DATA."""
+    monkeypatch.delenv("ECLIPSE_DATA", raising=False)

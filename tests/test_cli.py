@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,23 @@ def test_bad_arguments_exit_nonzero(bad):
     with pytest.raises(SystemExit) as e:
         main(bad)
     assert e.value.code != 0
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["evaluate-panoptic", "--gt-json", "missing.json", "--gt-folder", "g", "--pred-json", "p.json",
+      "--pred-folder", "p"], "missing.json"),
+    (["import-official", "--weights", "missing.pth", "--config", "missing.yaml", "--output", "o.pt"],
+     "missing"),
+    (["check-data", "--quick", "configs/synthetic/base.yaml", "data.dataset=coco_panoptic",
+      "data.root=missing-root"], "missing-root"),
+])
+def test_pass_through_commands_accept_options_first(argv, expected, tmp_path, monkeypatch, capsys):
+    """The documented commands start with an option; the top-level parser must hand it on, and the
+    command's own error (a missing file) must come back, not argparse's 'unrecognized arguments'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(Path(__file__).parents[1] / "configs")
+    code = main(argv)
+    err = capsys.readouterr()
+    assert code != 0
+    assert "unrecognized arguments" not in err.err
+    assert expected in err.err + err.out

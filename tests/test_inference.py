@@ -62,7 +62,7 @@ def test_pixel_ownership_ties_and_confidence():
 def test_owner_uses_score_times_prob():
     # q0: lower score but higher prob; q1: higher score, lower prob. score * prob decides.
     s0, s1 = 0.6, 0.9
-    logit = lambda p: torch.logit(torch.tensor(p)).item()  # noqa: E731
+    logit = lambda p: torch.logit(torch.tensor(p)).item()
     logits = [[logit(s0), NEG, NEG], [NEG, logit(s1), NEG]]
     # pixel 0: 0.6 * 0.99 = 0.594 < 0.9 * 0.7 = 0.63 -> q1; pixel 1: 0.6 * 0.99 > 0.9 * 0.6 = 0.54 -> q0
     masks = rows([logit(0.99), logit(0.99)], [logit(0.7), logit(0.6)])
@@ -139,3 +139,45 @@ def test_resize_crop_then_resize():
     assert torch.equal(out["panoptic_seg"] == 1, confident)
     assert torch.equal(out["sem_seg"] == 0, confident)
     assert (out["sem_seg"][~confident] == IGNORE_LABEL).all()
+
+
+def _rules_one_query_at_a_time(logits, masks, thing_mask, overlap_threshold):
+    """The post-processing rules written as a plain loop over kept queries (DESIGN §4)."""
+    num_classes = logits.shape[-1] - 1
+    scores, labels = logits.sigmoid().max(-1)
+    kept = [q for q in range(len(labels)) if labels[q] != num_classes and scores[q] > 0]
+    probs = masks[kept].sigmoid()
+    owner = (scores[kept].view(-1, 1, 1) * probs).argmax(0)
+    panoptic = torch.zeros(masks.shape[-2:], dtype=torch.int32)
+    segments, stuff = [], {}
+    for k, q in enumerate(kept):
+        label = int(labels[q])
+        owned, confident = owner == k, probs[k] >= 0.5
+        mask = owned & confident
+        if owned.sum() == 0 or confident.sum() == 0 or mask.sum() == 0:
+            continue
+        if owned.sum() / confident.sum() < overlap_threshold:
+            continue
+        if not thing_mask[label] and label in stuff:
+            panoptic[mask] = stuff[label]
+            continue
+        segments.append(len(segments) + 1)
+        if not thing_mask[label]:
+            stuff[label] = segments[-1]
+        panoptic[mask] = segments[-1]
+    return panoptic, len(segments)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_the_rules_written_query_by_query(seed):
+    g = torch.Generator().manual_seed(seed)
+    q, c, h, w = 8, 6, 24, 20
+    logits = torch.randn(q, c + 1, generator=g) * 2
+    blobs = torch.randn(1, q, 3, 3, generator=g) * 6  # smooth masks: regions, not noise
+    masks = F.interpolate(blobs, size=(h, w), mode="bilinear", align_corners=False)[0]
+    thing_mask = torch.tensor([True, False, True, False, False, True])
+    overlap = [0.0, 0.3, 0.6][seed % 3]
+    out = postprocess(logits, masks, (h, w), (h, w), (h, w), thing_mask, overlap_threshold=overlap)
+    expected, n = _rules_one_query_at_a_time(logits, masks, thing_mask, overlap)
+    assert torch.equal(out["panoptic_seg"], expected)
+    assert len(out["segments_info"]) == n > 0

@@ -17,7 +17,7 @@ from eclipse_seg.scenarios import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from test_coco_panoptic import edit_json, make_dataset  # noqa: E402
+from test_coco_panoptic import edit_json, make_dataset
 
 EXPECTED = {
     ("ade20k", "100-5"): [100] + [5] * 10,

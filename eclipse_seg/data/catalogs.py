@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from eclipse_seg.errors import ConfigError
@@ -48,7 +48,7 @@ def canonical_dataset(name: str) -> str:
     return _ALIASES[key]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(name: str) -> dict:
     path = _DIR / _FILES[name]
     with open(path, encoding="utf-8") as f:

@@ -14,9 +14,10 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,13 +28,13 @@ from eclipse_seg.data.panoptic_ids import MAX_ID, id2rgb, rgb2id
 from eclipse_seg.errors import DataError
 
 __all__ = [
-    "PanopticSample",
     "CocoPanopticDataset",
+    "PanopticSample",
+    "atomic_write_bytes",
+    "read_image_rgb",
+    "segments_from_id_map",
     "write_coco_panoptic",
     "write_panoptic_png",
-    "segments_from_id_map",
-    "read_image_rgb",
-    "atomic_write_bytes",
 ]
 
 # Errors Pillow raises for missing-format, truncated or corrupt files.

@@ -5,9 +5,13 @@ problem at once, each naming the file, instead of failing at the first one durin
   structure and that every file exists (cheap: no decoding); ``deep=True`` also decodes every
   image and PNG (corrupt / truncated files, sizes image vs JSON vs PNG, PNG ids vs
   ``segments_info``).
+* :func:`check_semantic_split` - the same for semantic data: an image folder and a label-PNG
+  folder paired by file stem (``deep=True`` decodes every pair: corrupt files, sizes, label
+  values).
 * :func:`check_config_data` - both splits of a :class:`~eclipse_seg.config.Config` (paths
-  relative to ``data.root`` like the runner) plus the scenario: class-order ids that are not
-  categories of the dataset, and steps whose training split is empty.
+  resolved from ``data.root`` like the runner, see :mod:`eclipse_seg.data.paths`) plus the
+  scenario: class-order ids that are not categories of the dataset, and steps whose training
+  split is empty (semantic data: only with ``deep``, which reads every label map).
 * :func:`preflight` - the cheap config check, raising one :class:`DataError` listing every problem.
 * :func:`check_data_main` - ``eclipse-seg check-data CONFIG [key=value ...]``.
 
@@ -19,18 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from eclipse_seg.data.coco_panoptic import is_file, is_int
+from eclipse_seg.data.coco_panoptic import is_file, is_int, read_image_rgb
 from eclipse_seg.data.panoptic_ids import MAX_ID
+from eclipse_seg.data.paths import data_path, root_note
 from eclipse_seg.errors import ConfigError, DataError, EclipseSegError
 
-__all__ = ["Problem", "check_dataset", "check_config_data", "format_problems", "preflight",
-           "check_data_main"]
+__all__ = ["Problem", "check_config_data", "check_data_main", "check_dataset",
+           "check_semantic_split", "format_problems", "preflight"]
 
 
 @dataclass(frozen=True)
@@ -244,7 +250,7 @@ def _decode_png(scan: _Scan, path: Path) -> np.ndarray | None:
 
 def _strip_path(msg: str, path: Path) -> str:
     prefix = f"{path}: "
-    return msg[len(prefix):] if msg.startswith(prefix) else msg
+    return msg.removeprefix(prefix)
 
 
 def check_dataset(
@@ -317,23 +323,72 @@ def check_dataset(
     return scan.problems
 
 
+def check_semantic_split(
+    image_dir: str | os.PathLike,
+    label_dir: str | os.PathLike,
+    *,
+    deep: bool = True,
+    label_offset: int = -1,
+    num_classes: int = 150,
+) -> tuple[list[Problem], set[int] | None]:
+    """Every problem of one semantic split (``<stem>.jpg`` images paired with ``<stem>.png`` label
+    maps), each naming its file, and with ``deep`` the category ids (class index + 1) present in
+    the label maps, for the scenario check (None without ``deep``). ``deep=False``: folders and
+    pairing only. Never modifies a file."""
+    from eclipse_seg.data.semantic import SemanticDataset, pair_files
+
+    image_dir, label_dir = Path(image_dir), Path(label_dir)
+    problems = [Problem(str(d), f"{what} folder not found")
+                for d, what in ((image_dir, "image"), (label_dir, "label")) if not d.is_dir()]
+    if problems:
+        return problems, None
+    pairs, no_label, no_image = pair_files(image_dir, label_dir)
+    if not pairs and not no_label:
+        problems.append(Problem(str(image_dir), "no '*.jpg' image files"))
+    problems += [Problem(str(label_dir / (Path(n).stem + ".png")),
+                         f"label PNG not found for image {image_dir / n}") for n in no_label]
+    problems += [Problem(str(label_dir / n), f"no image '{Path(n).stem}.jpg' in {image_dir} for "
+                                             "this label PNG") for n in no_image]
+    if not deep or not pairs:
+        return problems, None
+    reader = SemanticDataset(image_dir, label_dir, label_offset=label_offset,
+                             num_classes=num_classes, skip_unpaired=True)
+    present: set[int] = set()
+    for i in range(len(reader)):
+        image_path, label_path = reader.image_path(i), reader.label_path(i)
+        image = labels = None
+        try:
+            image = read_image_rgb(image_path, "image")
+        except DataError as e:
+            problems.append(Problem(str(image_path), _strip_path(str(e), image_path)))
+        try:
+            labels = reader.load_label(i)
+        except DataError as e:
+            problems.append(Problem(str(label_path), _strip_path(str(e), label_path)))
+            continue
+        if image is not None and image.shape[:2] != labels.shape:
+            problems.append(Problem(str(label_path), f"label size {labels.shape[1]}x"
+                                    f"{labels.shape[0]} (WxH) differs from the image {image_path} "
+                                    f"({image.shape[1]}x{image.shape[0]})"))
+        present.update(int(v) + 1 for v in np.unique(labels) if v != reader.ignore_index)
+    return problems, present
+
+
 # --------------------------------------------------------------------------------------------------
 # a config: both splits and the scenario
 # --------------------------------------------------------------------------------------------------
 def _split_paths(cfg, split: str) -> tuple[Path, Path, Path]:
-    from eclipse_seg.engine.runner import _path
-
+    """(JSON, PNG folder, image folder) of a split; semantic data: the PNGs are its label maps."""
     d = cfg.data
-    return (_path(d.root, getattr(d, f"{split}_json")), _path(d.root, getattr(d, f"{split}_png_dir")),
-            _path(d.root, getattr(d, f"{split}_image_dir")))
+    return (data_path(d.root, getattr(d, f"{split}_json")),
+            data_path(d.root, getattr(d, f"{split}_png_dir")),
+            data_path(d.root, getattr(d, f"{split}_image_dir")))
 
 
 def _synthetic_pending(cfg) -> bool:
     """The synthetic dataset is generated on first use (runner.build_datasets): absent is fine."""
-    from eclipse_seg.engine.runner import _path
-
     d = cfg.data
-    return d.dataset == "synthetic" and not _path(d.root, d.val_json).exists()
+    return d.dataset == "synthetic" and not data_path(d.root, d.val_json).exists()
 
 
 def _categories_of(json_path: Path) -> tuple[list[dict], list[dict]] | None:
@@ -350,34 +405,48 @@ def _categories_of(json_path: Path) -> tuple[list[dict], list[dict]] | None:
     return (cats if isinstance(doc.get("categories"), list) else []), anns
 
 
-def _scenario_problems(cfg, train_json: Path, val_json: Path, splits: Iterable[str]) -> list[Problem]:
-    from eclipse_seg.data.catalogs import official_order
+def _order_problems(cfg, categories: list[dict], present: set[int] | None, file: str,
+                    what: str) -> tuple[list[Problem], Any]:
+    """The scenario of the config over ``categories``: class-order ids that are not categories
+    and, when ``present`` (category ids in the training split) is known, steps with no training
+    image. Returns (problems, scenario or None)."""
+    from eclipse_seg.engine.runner import class_order
     from eclipse_seg.scenarios import parse_scenario
 
-    problems: list[Problem] = []
-    parsed = _categories_of(train_json)
-    if parsed is None:
-        return problems  # already reported by the dataset check
-    cats, anns = parsed
-    cat_ids = [c["id"] for c in cats]
     where = "config continual.scenario / continual.order"
     try:
-        if cfg.continual.order:
-            order = list(cfg.continual.order)
-        elif cfg.data.catalog:
-            order = list(official_order(cfg.data.catalog))
-        else:
-            order = cat_ids
-        spec = cfg.continual.scenario or str(len(order))
-        scenario = parse_scenario(spec, order)
+        order = class_order(cfg, categories)
+        scenario = parse_scenario(cfg.continual.scenario or str(len(order)), order)
     except EclipseSegError as e:
-        return [Problem(where, str(e))]
-    unknown = [c for c in scenario.order if c not in set(cat_ids)]
+        return [Problem(where, str(e))], None
+    problems: list[Problem] = []
+    known = {c["id"] for c in categories}
+    unknown = [c for c in scenario.order if c not in known]
     if unknown:
-        problems.append(Problem(str(train_json), f"class ids {unknown[:20]} of the class order "
-                                f"(scenario {scenario.name}) are not categories of this JSON "
-                                f"(id space mismatch?)"))
-    if "val" in splits and val_json != train_json:
+        problems.append(Problem(file, f"class ids {unknown[:20]} of the class order (scenario "
+                                      f"{scenario.name}) are not categories of this {what} (id "
+                                      f"space mismatch?)"))
+    for t in range(scenario.num_steps if present is not None else 0):
+        classes = [c for c in scenario.classes_of_step(t) if c in known]
+        if classes and not present.intersection(classes):
+            problems.append(Problem(file, f"step {t} of scenario {scenario.name}: no training "
+                                          f"image contains a (non-crowd) segment of its classes "
+                                          f"{sorted(classes)[:20]}: its training split is empty"))
+    return problems, scenario
+
+
+def _scenario_problems(cfg, train_json: Path, val_json: Path, splits: Iterable[str]) -> list[Problem]:
+    parsed = _categories_of(train_json)
+    if parsed is None:
+        return []  # already reported by the dataset check
+    cats, anns = parsed
+    present: set[int] = set()
+    for ann in anns:
+        for seg in ann["segments_info"]:
+            if isinstance(seg, dict) and is_int(seg.get("category_id")) and not seg.get("iscrowd", 0):
+                present.add(seg["category_id"])
+    problems, scenario = _order_problems(cfg, cats, present, str(train_json), "JSON")
+    if scenario is not None and "val" in splits and val_json != train_json:
         vparsed = _categories_of(val_json)
         if vparsed is not None:
             vids = {c["id"] for c in vparsed[0]}
@@ -386,31 +455,43 @@ def _scenario_problems(cfg, train_json: Path, val_json: Path, splits: Iterable[s
                 problems.append(Problem(str(val_json), f"class ids {vunknown[:20]} of the class "
                                         f"order (scenario {scenario.name}) are not categories of "
                                         f"this JSON"))
-    known = set(cat_ids)
-    present: set[int] = set()
-    for ann in anns:
-        for seg in ann["segments_info"]:
-            if isinstance(seg, dict) and is_int(seg.get("category_id")) and not seg.get("iscrowd", 0):
-                present.add(seg["category_id"])
-    for t in range(scenario.num_steps):
-        classes = [c for c in scenario.classes_of_step(t) if c in known]
-        if classes and not present.intersection(classes):
-            problems.append(Problem(str(train_json), f"step {t} of scenario {scenario.name}: no "
-                                    f"training image contains a (non-crowd) segment of its classes "
-                                    f"{sorted(classes)[:20]}: its training split is empty"))
+    return problems
+
+
+def _semantic_problems(cfg, *, deep: bool, splits: Sequence[str], scenario: bool) -> list[Problem]:
+    from eclipse_seg.data.semantic import semantic_categories
+
+    try:
+        cats = semantic_categories(cfg.data.catalog, cfg.data.num_classes)
+    except EclipseSegError as e:
+        return [Problem("config data.catalog / data.num_classes", str(e))]
+    problems: list[Problem] = []
+    present = None
+    for split in splits:
+        _, labels, images = _split_paths(cfg, split)
+        found, classes = check_semantic_split(images, labels, deep=deep,
+                                              label_offset=cfg.data.label_offset,
+                                              num_classes=len(cats))
+        problems += found
+        present = classes if split == "train" else present
+    if scenario:
+        problems += _order_problems(cfg, cats, present, str(_split_paths(cfg, "train")[1]),
+                                    f"semantic dataset (ids 1..{len(cats)})")[0]
     return problems
 
 
 def check_config_data(cfg, *, deep: bool = True, splits: Sequence[str] = ("train", "val"),
                       scenario: bool = True) -> list[Problem]:
-    """Every data problem of a config: each split of ``splits`` (:func:`check_dataset`, paths
-    relative to ``data.root``) and, with ``scenario``, the class order / steps against the
-    training JSON. A synthetic dataset not generated yet is not a problem (it is made on first
-    use)."""
+    """Every data problem of a config: each split of ``splits`` (:func:`check_dataset` or
+    :func:`check_semantic_split`, paths resolved from ``data.root``) and, with ``scenario``, the
+    class order / steps against the training split. A synthetic dataset not generated yet is not
+    a problem (it is made on first use)."""
     problems: list[Problem] = []
+    if cfg.data.dataset == "semantic":
+        return _semantic_problems(cfg, deep=deep, splits=splits, scenario=scenario)
     if cfg.data.dataset not in ("synthetic", "coco_panoptic"):
-        return [Problem("config data.dataset",
-                        f"must be 'synthetic' or 'coco_panoptic', got {cfg.data.dataset!r}")]
+        return [Problem("config data.dataset", f"must be 'synthetic', 'coco_panoptic' or "
+                                               f"'semantic', got {cfg.data.dataset!r}")]
     if _synthetic_pending(cfg):
         return problems
     for split in splits:
@@ -429,6 +510,7 @@ def preflight(cfg, *, splits: Sequence[str] = ("train", "val"), scenario: bool =
     if problems:
         raise DataError(
             "the data of this config has " + format_problems(problems, limit)
+            + f"\n({root_note(cfg.data.root)})"
             + "\n(run `eclipse-seg check-data CONFIG [key=value ...]` for a full, deep check)")
 
 
@@ -460,8 +542,10 @@ def check_data_main(argv: list[str] | None = None) -> int:
               "first use; nothing to check")
         return 0
     problems = check_config_data(cfg, deep=not args.quick)
+    print(root_note(cfg.data.root))
     for split in ("train", "val"):
         j, p, i = _split_paths(cfg, split)
-        print(f"{split}: json {j}  png {p}  images {i}")
+        print(f"{split}: images {i}  labels {p}" if cfg.data.dataset == "semantic"
+              else f"{split}: json {j}  png {p}  images {i}")
     print(format_problems(problems, args.max_problems or None))
     return 0 if not problems else 1

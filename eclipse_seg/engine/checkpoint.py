@@ -59,7 +59,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
                                   f"{len(data)} bytes)")
     try:
         payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling error means a damaged file
+    except Exception as e:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from e
     if not isinstance(payload, dict) or "model" not in payload:
         raise CheckpointError(f"{path} is not an eclipse-seg checkpoint (no 'model' entry)")

@@ -20,52 +20,70 @@ from eclipse_seg.config import Config, config_from_dict
 from eclipse_seg.continual import count_parameters, set_deltas
 from eclipse_seg.data.catalogs import official_order, official_to_json_ids
 from eclipse_seg.data.coco_panoptic import CocoPanopticDataset, atomic_write_bytes
+from eclipse_seg.data.paths import data_path, data_root, root_note
+from eclipse_seg.data.semantic import SemanticAsPanoptic, SemanticDataset, semantic_categories
 from eclipse_seg.data.synthetic import make_synthetic
 from eclipse_seg.engine import distributed as dist
 from eclipse_seg.engine.check_data import preflight
 from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
 from eclipse_seg.engine.evaluate import evaluate_model, step_groups, step_result
 from eclipse_seg.engine.train import grow_for_step, plan_step, resolve_device, train_step
-from eclipse_seg.errors import CheckpointError, ConfigError
+from eclipse_seg.errors import CheckpointError, ConfigError, DataError
 from eclipse_seg.model.mask2former import Mask2Former
 from eclipse_seg.scenarios import Scenario, parse_scenario
 
 METHODS = ("eclipse", "finetune", "joint")
+Dataset = CocoPanopticDataset | SemanticAsPanoptic  # semantic data seen as panoptic
 
 
-def _path(root: str, p: str) -> Path:
-    return Path(p) if Path(p).is_absolute() or not root else Path(root) / p
-
-
-def build_datasets(cfg: Config) -> tuple[CocoPanopticDataset, CocoPanopticDataset]:
-    """Train and val datasets; the synthetic one is generated on first use."""
+def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+    """Train and val datasets (paths from `data.root`, see `eclipse_seg.data.paths`); the synthetic
+    one is generated on first use."""
     d = cfg.data
-    if d.dataset == "synthetic" and not _path(d.root, d.val_json).exists():
+    if d.dataset == "synthetic" and not data_path(d.root, d.val_json).exists():
         if dist.rank() == 0:
-            make_synthetic(Path(d.root), seed=d.synthetic_seed, num_train=d.synthetic_train,
+            make_synthetic(data_root(d.root), seed=d.synthetic_seed, num_train=d.synthetic_train,
                            num_val=d.synthetic_val, height=d.synthetic_size, width=d.synthetic_size)
         dist.barrier()
-    elif d.dataset not in ("synthetic", "coco_panoptic"):
-        raise ConfigError(f"data.dataset must be 'synthetic' or 'coco_panoptic', got {d.dataset!r}")
-    train = CocoPanopticDataset(_path(d.root, d.train_json), _path(d.root, d.train_png_dir),
-                                _path(d.root, d.train_image_dir))
-    val = CocoPanopticDataset(_path(d.root, d.val_json), _path(d.root, d.val_png_dir),
-                              _path(d.root, d.val_image_dir))
-    return train, val
+    elif d.dataset not in ("synthetic", "coco_panoptic", "semantic"):
+        raise ConfigError(f"data.dataset must be 'synthetic', 'coco_panoptic' or 'semantic', "
+                          f"got {d.dataset!r}")
+    try:
+        return _split(cfg, "train"), _split(cfg, "val")
+    except DataError as e:
+        raise DataError(f"{e}\n({root_note(d.root)})") from e
 
 
-def build_scenario(cfg: Config, dataset: CocoPanopticDataset) -> Scenario:
-    """Class order (dataset category ids): the config's, else the catalog's official order mapped
-    to the ids of the dataset's panoptic JSON, else the dataset's category order."""
+def _split(cfg: Config, split: str) -> Dataset:
+    d = cfg.data
+    images = data_path(d.root, getattr(d, f"{split}_image_dir"))
+    pngs = data_path(d.root, getattr(d, f"{split}_png_dir"))
+    if d.dataset == "semantic":
+        categories = semantic_categories(d.catalog, d.num_classes)
+        reader = SemanticDataset(images, pngs, label_offset=d.label_offset,
+                                 num_classes=len(categories))
+        return SemanticAsPanoptic(reader, categories)
+    return CocoPanopticDataset(data_path(d.root, getattr(d, f"{split}_json")), pngs, images)
+
+
+def class_order(cfg: Config, categories: list[dict]) -> list[int]:
+    """Class order (dataset category ids): the config's, else the catalog's official order (mapped
+    to the ids of the dataset's panoptic JSON; semantic data uses the catalog's ids), else the
+    dataset's category order."""
     if cfg.continual.order:
-        order = list(cfg.continual.order)
-    elif cfg.data.catalog:
+        return list(cfg.continual.order)
+    if cfg.data.catalog:
+        order = official_order(cfg.data.catalog)
+        if cfg.data.dataset == "semantic":
+            return order
         to_json = official_to_json_ids(cfg.data.catalog)
-        order = [to_json[c] for c in official_order(cfg.data.catalog)]
-    else:
-        order = [c["id"] for c in dataset.categories]
-    spec = cfg.continual.scenario or str(len(order))
-    return parse_scenario(spec, order)
+        return [to_json[c] for c in order]
+    return [c["id"] for c in categories]
+
+
+def build_scenario(cfg: Config, dataset: Dataset) -> Scenario:
+    order = class_order(cfg, dataset.categories)
+    return parse_scenario(cfg.continual.scenario or str(len(order)), order)
 
 
 def build_model(cfg: Config, scenario: Scenario, method: str, step: int, thing_ids: set[int]) -> Mask2Former:
@@ -174,10 +192,7 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
         set_deltas(model, cfg.continual.deltas)
         if not evaluate:
             continue
-        summary = evaluate_model(model, val_ds, scenario, step, batch_size=cfg.test.batch_size,
-                                 object_mask_threshold=cfg.test.object_mask_threshold,
-                                 overlap_threshold=cfg.test.overlap_threshold,
-                                 max_images=cfg.data.max_val_images, progress=progress)
+        summary = evaluate_step(model, cfg, val_ds, scenario, step, progress=progress)
         if dist.rank() != 0:
             continue
         if method == "joint":  # one model for all classes: report it against every step's ranges
@@ -196,17 +211,25 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
     return results
 
 
+def evaluate_step(model: Mask2Former, cfg: Config, val_ds: Dataset, scenario: Scenario, step: int,
+                  *, progress: bool = True, predictions_dir: Path | None = None) -> dict:
+    """`evaluate_model` with the config's test settings."""
+    t = cfg.test
+    return evaluate_model(model, val_ds, scenario, step, batch_size=t.batch_size,
+                          object_mask_threshold=t.object_mask_threshold,
+                          overlap_threshold=t.overlap_threshold, max_images=cfg.data.max_val_images,
+                          progress=progress, predictions_dir=predictions_dir, min_size=t.min_size,
+                          max_size=t.max_size, unlabeled_as_background=t.unlabeled_as_background)
+
+
 def _periodic_evaluation(model, val_ds, scenario, step, cfg):
-    """PQ old / new / all of the model being trained (for `solver.eval_period`)."""
+    """PQ (or mIoU) old / new / all of the model being trained (for `solver.eval_period`)."""
     def evaluate() -> dict:
-        summary = evaluate_model(model, val_ds, scenario, step, batch_size=cfg.test.batch_size,
-                                 object_mask_threshold=cfg.test.object_mask_threshold,
-                                 overlap_threshold=cfg.test.overlap_threshold,
-                                 max_images=cfg.data.max_val_images, progress=False)
+        summary = evaluate_step(model, cfg, val_ds, scenario, step, progress=False)
         if not summary:
             return {}
         row = step_result(summary, step, scenario)
-        return {k: row[k] for k in ("pq_old", "pq_new", "pq_all") if row[k] is not None}
+        return {k: v for k, v in row.items() if k.endswith(("_old", "_new", "_all")) and v is not None}
     return evaluate
 
 
@@ -239,15 +262,22 @@ def _joint_rows(summary: dict, scenario: Scenario, thing_ids: set[int]) -> list[
     ranges of step t (old / new / all seen), from one evaluation's per-class statistics."""
     rows = []
     per_class = summary["per_class"]
+    metric = summary.get("metric", "pq")
     for t in range(scenario.num_steps):
         groups = step_groups(scenario, t, thing_ids)
         g = {}
         for name, ids in groups.items():
-            vals = [per_class[str(c)]["pq"] for c in ids
-                    if per_class[str(c)]["tp"] + per_class[str(c)]["fp"] + per_class[str(c)]["fn"] > 0]
-            g[name] = {"pq": sum(vals) / len(vals) if vals else 0.0, "n": len(vals)}
-        rows.append(step_result({"groups": g, "per_class": per_class}, t, scenario))
+            vals = [v for v in (_class_value(per_class[str(c)], metric) for c in ids) if v is not None]
+            g[name] = {metric: sum(vals) / len(vals) if vals else 0.0, "n": len(vals)}
+        rows.append(step_result({"metric": metric, "groups": g, "per_class": per_class}, t, scenario))
     return rows
+
+
+def _class_value(stats, metric: str) -> float | None:
+    """A class's PQ or IoU; None when the class is absent (left out of the means)."""
+    if metric != "pq":
+        return stats
+    return stats["pq"] if stats["tp"] + stats["fp"] + stats["fn"] > 0 else None
 
 
 def _read_results(path: Path, scenario: Scenario) -> dict:
@@ -269,11 +299,19 @@ def write_results(path: Path, results: dict) -> None:
     atomic_write_bytes(path, json.dumps(results, indent=1).encode())
 
 
+def _metric(results: dict) -> tuple[str, str]:
+    """("pq", "PQ") or, for semantic runs, ("miou", "mIoU")."""
+    rows = [e for entry in results["methods"].values() for e in entry["steps"]]
+    return ("miou", "mIoU") if any("miou_all" in e for e in rows) else ("pq", "PQ")
+
+
 def format_results_table(results: dict) -> str:
-    """Methods x steps: PQ old / new / all (points)."""
+    """Methods x steps: PQ (or mIoU) old / new / all, in points."""
+    key, name = _metric(results)
+    extra = ("pq_things", "pq_stuff") if key == "pq" else ()
+    heads = [f"{name} old", f"{name} new", f"{name} all"] + [k[3:] for k in extra]
     lines = [f"scenario {results['scenario']}  classes per step {results['classes_per_step']}",
-             f"{'method':<10} {'step':>4} {'PQ old':>8} {'PQ new':>8} {'PQ all':>8} {'things':>8} "
-             f"{'stuff':>8} {'trainable':>12}"]
+             f"{'method':<10} {'step':>4} " + "".join(f"{h:>8} " for h in heads) + f"{'trainable':>12}"]
 
     def f(v):
         return f"{v:8.2f}" if isinstance(v, (int, float)) else f"{'-':>8}"
@@ -283,8 +321,9 @@ def format_results_table(results: dict) -> str:
             tp = e.get("trainable_params")
             total = e.get("total_params")
             share = f"{tp:,} ({100 * tp / total:.1f}%)" if tp and total else "-"
-            lines.append(f"{method:<10} {e['step']:>4} {f(e['pq_old'])} {f(e['pq_new'])} "
-                         f"{f(e['pq_all'])} {f(e['pq_things'])} {f(e['pq_stuff'])} {share:>12}")
+            values = [e.get(f"{key}_{g}") for g in ("old", "new", "all")] + [e.get(k) for k in extra]
+            lines.append(f"{method:<10} {e['step']:>4} " + "".join(f"{f(v)} " for v in values)
+                         + f"{share:>12}")
     return "\n".join(lines)
 
 
@@ -295,19 +334,20 @@ def plot_results(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    key, name = _metric(results)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for method, entry in results["methods"].items():
         steps = [e["step"] for e in entry["steps"]]
-        axes[0].plot(steps, [e["pq_all"] for e in entry["steps"]], marker="o", label=method)
-        old = [(e["step"], e["pq_old"]) for e in entry["steps"] if e["pq_old"] is not None]
+        axes[0].plot(steps, [e.get(f"{key}_all") for e in entry["steps"]], marker="o", label=method)
+        old = [(e["step"], e[f"{key}_old"]) for e in entry["steps"] if e.get(f"{key}_old") is not None]
         if old:
             axes[1].plot(*zip(*old), marker="o", label=method)
-    axes[0].set_title("PQ over all seen classes")
-    axes[1].set_title("PQ of old classes (forgetting)")
+    axes[0].set_title(f"{name} over all seen classes")
+    axes[1].set_title(f"{name} of old classes (forgetting)")
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("step")
-        ax.set_ylabel("PQ")
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"scenario {results['scenario']}")

@@ -13,9 +13,9 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -105,7 +105,7 @@ def build_optimizer(model: Mask2Former, plan: StepPlan, cfg: Config) -> torch.op
             groups.setdefault((lr, wd), []).append(p)
     return torch.optim.AdamW(
         [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
-        lr=plan.lr, weight_decay=s.weight_decay)
+        lr=plan.lr, weight_decay=s.weight_decay, foreach=True)  # CPU default is a loop per tensor
 
 
 class StepData:
@@ -164,13 +164,20 @@ def pad_targets(images: list[torch.Tensor], targets: list[Target]) -> list[Targe
     return out
 
 
-def autocast_context(cfg: Config, device: torch.device):
+def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `solver.amp` on this device; None = full precision (always on CPU)."""
     mode = cfg.solver.amp
     if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "fp16" or (mode == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast_context(cfg: Config, device: torch.device):
+    dtype = amp_dtype(cfg, device)
+    if dtype is None:
         return torch.autocast(device_type=device.type, enabled=False)
-    dtype = torch.float16 if mode == "fp16" else torch.bfloat16
-    if mode == "auto" and not torch.cuda.is_bf16_supported():
-        dtype = torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
@@ -245,6 +252,8 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
         model.backbone._freeze(cfg.model.backbone.freeze_at if cfg.model.backbone_type == "resnet"
                                else cfg.model.swin.frozen_stages)
     optimizer = build_optimizer(model, plan, cfg)
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16)
     ddp_model = model if plan.prompt_tuning else dist.wrap(model)  # prompt tuning: all_reduce below
     forward = dist.maybe_compile(ddp_model, cfg.solver.compile and not plan.prompt_tuning)
     decoder = dist.maybe_compile(model.decoder, cfg.solver.compile and plan.prompt_tuning)
@@ -260,6 +269,8 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             _check_manifest(payload["manifest"], manifest, path)
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
+            if payload.get("grad_scaler"):  # empty when written without fp16
+                scaler.load_state_dict(payload["grad_scaler"])
             start_iter = payload["manifest"]["iteration"]
             elapsed = payload.get("train_seconds", 0.0)
             dist.log(f"resumed step {plan.step} from {path} at iteration {start_iter}")
@@ -279,6 +290,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             return None
         return _rotate_and_save(step_dir, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "grad_scaler": scaler.state_dict(),
             "manifest": {**manifest, "iteration": iteration, "complete": False},
             "train_seconds": elapsed + time.perf_counter() - t0,
         })
@@ -309,12 +321,14 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
                     f"loss_dice={terms['loss_dice']}); last good "
                     f"checkpoint: {last_ckpt or 'none written yet'}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if plan.prompt_tuning:
                 dist.average_gradients(params)
+            scaler.unscale_(optimizer)  # clip the true gradients
             if cfg.solver.clip_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.solver.clip_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)  # skips the step when fp16 gradients overflowed
+            scaler.update()
             it += 1
             bar.update(1)
             if it % cfg.solver.log_period == 0 or it == plan.iterations:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eclipse_seg.model.heads import MLP, IncrementalClassifier
+from eclipse_seg.model.heads import MLP, IncrementalClassifier, run_stacked, stack_heads
 from eclipse_seg.model.position_encoding import sine_position_encoding
 
 
@@ -243,7 +243,8 @@ class MaskedAttentionDecoder(nn.Module):
         if manipulate is None:
             manipulate = not self.training and len(groups) > 1
         output = torch.cat([self.group_features(g) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
-        predictions = [self._predict(output, mask_features, groups, idx, sizes[0], manipulate)]
+        heads = self._stacked_heads(groups)
+        predictions = [self._predict(output, mask_features, groups, idx, sizes[0], manipulate, heads)]
         for i in range(self.cfg.num_layers):
             pos = torch.cat([self.group_pos(g, i) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
             attn_mask = predictions[-1][2]
@@ -253,24 +254,48 @@ class MaskedAttentionDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, pos, idx["self_attn_mask"])
             output = self.transformer_ffn_layers[i](output)
             predictions.append(self._predict(output, mask_features, groups, idx,
-                                             sizes[(i + 1) % self.num_levels], manipulate))
+                                             sizes[(i + 1) % self.num_levels], manipulate, heads))
         final = predictions[-1]
         aux_preds = predictions[:-1] if aux == "all" else predictions[:1]
         return DecoderOutput(final[0], final[1], [Prediction(p[0], p[1]) for p in aux_preds])
 
-    def _predict(self, output, mask_features, groups, idx, attn_size, manipulate):
-        """Heads on one layer's queries -> (logits, masks, cross-attention mask for the next layer)."""
-        decoded = self.decoder_norm(output)
-        logits = self.class_embed(decoded)
-        if manipulate:
-            logits = manipulate_logits(logits, idx["query_group"], idx["col_group"],
-                                       self._deltas_for(groups))
+    def _stacked_heads(self, groups: tuple[int, ...]) -> dict:
+        """Stacked weights of the prompt groups' heads, built once per pass (see heads.stack_heads):
+        with many steps, one batched matmul per layer replaces a call per group. Only when every
+        class head runs (all groups, in order) and the prompt groups are of one size; the base
+        group's heads always run alone (its predictions never depend on later steps)."""
+        heads = {"cls": None, "mask": None}
+        if groups != tuple(range(self.num_groups)) or self.num_groups < 3:
+            return heads
+        heads["cls"] = self.class_embed.stacked_step_heads()
+        if self.cfg.prompt_mask_mlp and len({self.group_size(g) for g in groups[1:]}) == 1:
+            heads["mask"] = stack_heads(list(self.prompt_mask_embed))
+        return heads
+
+    def _group_mask_embeddings(self, decoded, groups, stacked_mask):
+        if stacked_mask is not None:  # base group alone, then every prompt group in one batch
+            b, n0, c = decoded.shape[0], self.group_size(0), decoded.shape[-1]
+            k, p = len(groups) - 1, self.group_size(1)
+            prompts = decoded[:, n0:].reshape(b, k, p, c).transpose(0, 1).reshape(k, b * p, c)
+            prompts = run_stacked(stacked_mask, prompts)
+            prompts = prompts.reshape(k, b, p, -1).transpose(0, 1).reshape(b, k * p, -1)
+            return torch.cat([self.mask_embed(decoded[:, :n0]), prompts], 1)
         embeds, start = [], 0
         for g in groups:
             n = self.group_size(g)
             embeds.append(self.group_mask_mlp(g)(decoded[:, start:start + n]))
             start += n
-        mask_embed = embeds[0] if len(embeds) == 1 else torch.cat(embeds, 1)
+        return embeds[0] if len(embeds) == 1 else torch.cat(embeds, 1)
+
+    def _predict(self, output, mask_features, groups, idx, attn_size, manipulate, heads=None):
+        """Heads on one layer's queries -> (logits, masks, cross-attention mask for the next layer)."""
+        heads = heads or {"cls": None, "mask": None}
+        decoded = self.decoder_norm(output)
+        logits = self.class_embed(decoded, heads["cls"])
+        if manipulate:
+            logits = manipulate_logits(logits, idx["query_group"], idx["col_group"],
+                                       self._deltas_for(groups))
+        mask_embed = self._group_mask_embeddings(decoded, groups, heads["mask"])
         masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         with torch.no_grad():
             attn = F.interpolate(masks.detach(), size=attn_size, mode="bilinear", align_corners=False)

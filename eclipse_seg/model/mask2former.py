@@ -75,7 +75,7 @@ class Mask2Former(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def set_fast_attention(self, enabled: bool = True) -> "Mask2Former":
+    def set_fast_attention(self, enabled: bool = True) -> Mask2Former:
         """Decoder (and Swin window) attention through F.scaled_dot_product_attention (faster,
         equal within float rounding) instead of the explicit, bitwise-reproducible default path."""
         from eclipse_seg.model.decoder import Attention

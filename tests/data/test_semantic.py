@@ -73,3 +73,31 @@ def test_offset_zero_keeps_ignore(tmp_path):
     lab = np.array([[0, 4, 255]])
     ds = SemanticDataset(*make(tmp_path, {"x": lab}), label_offset=0, num_classes=5)
     assert ds[0].label.tolist() == [[0, 4, 255]]
+
+
+def test_as_panoptic_one_segment_per_class(tmp_path):
+    from eclipse_seg.data.semantic import SemanticAsPanoptic, semantic_categories
+
+    lab = np.array([[0, 1, 1], [3, 0, 1]])
+    ds = SemanticAsPanoptic(SemanticDataset(*make(tmp_path, {"a": lab, "b": np.full((2, 3), 2)})),
+                            semantic_categories("ade20k"))
+    s = ds[0]
+    assert s.category_ids.tolist() == [1, 3]  # category id = PNG value = class index + 1
+    assert s.masks.tolist() == [[[False, True, True], [False, False, True]],
+                                [[False, False, False], [True, False, False]]]
+    assert s.id_map.tolist() == [[0, 1, 1], [3, 0, 1]]  # "other" is void: in no mask
+    assert not s.iscrowd.any() and s.isthing.tolist() == [False, False]  # wall, floor: stuff
+    assert ds.image_ids_with_any_category([2]) == [1]
+    assert ds.image_ids_with_any_category([3, 150]) == [0]
+    assert ds.load_label(0).tolist() == [[255, 0, 0], [2, 255, 0]]
+    assert ds.load_label(0, unlabeled=150).tolist() == [[150, 0, 0], [2, 150, 0]]
+
+
+def test_categories_without_catalog_need_a_count():
+    from eclipse_seg.data.semantic import semantic_categories
+    from eclipse_seg.errors import ConfigError
+
+    assert [c["id"] for c in semantic_categories("", 3)] == [1, 2, 3]
+    assert len(semantic_categories("ade20k")) == 150
+    with pytest.raises(ConfigError, match="data.num_classes"):
+        semantic_categories("", 0)

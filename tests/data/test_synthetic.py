@@ -10,7 +10,12 @@ from PIL import Image
 
 from eclipse_seg.data.coco_panoptic import CocoPanopticDataset
 from eclipse_seg.data.panoptic_ids import rgb2id
-from eclipse_seg.data.synthetic import SYNTHETIC_CATEGORIES, SyntheticSpec, generate_image, make_synthetic
+from eclipse_seg.data.synthetic import (
+    SYNTHETIC_CATEGORIES,
+    SyntheticSpec,
+    generate_image,
+    make_synthetic,
+)
 
 
 def test_categories_mix_things_and_stuff():

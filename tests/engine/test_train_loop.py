@@ -32,7 +32,7 @@ def test_periodic_evaluation_is_logged(tiny_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("name,steps", [("ade20k/panoptic_r50", 11), ("coco/panoptic_r50", 11),
-                                        ("synthetic/base", 4)])
+                                        ("ade20k/semantic_r101", 11), ("synthetic/base", 4)])
 def test_shipped_configs_load(name, steps):
     from eclipse_seg.cli import _resolve_config
     from eclipse_seg.data.catalogs import official_order

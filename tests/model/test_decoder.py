@@ -218,3 +218,45 @@ def test_groups_isolated_and_manipulated_in_eval():
     model.train()
     out = model(x)
     assert not (out.pred_logits == -10).any()
+
+
+@pytest.mark.parametrize("deep_cls", [True, False])
+def test_stacked_prompt_heads_equal_one_call_per_group(deep_cls, monkeypatch):
+    """With >= 2 prompt groups the prompt heads run as one batched matmul per layer; the result
+    must be the per-group loop's, and the base group's outputs must not change bits."""
+    torch.manual_seed(0)
+    model = Mask2Former(ModelConfig(
+        backbone=ResNetConfig(depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4),
+        pixel_decoder=PixelDecoderConfig(conv_dim=HID, mask_dim=HID, num_layers=1, num_heads=2,
+                                         ffn_dim=32, num_groups=4),
+        decoder=DecoderConfig(hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=3, num_queries=4,
+                              deep_cls=deep_cls),
+        base_classes=3)).eval()
+    for _ in range(3):
+        add_step(model, num_classes=2, num_prompts=3)
+    set_deltas(model, [0.4, 0.6, -0.3, 0.0])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    dec = model.decoder
+    stacked = dec._stacked_heads(tuple(range(dec.num_groups)))
+    assert stacked["cls"] is not None and stacked["mask"] is not None
+    x = torch.rand(2, 3, 32, 32) * 255
+    with torch.no_grad():
+        fast = model(x)
+        monkeypatch.setattr(dec, "_stacked_heads", lambda groups: {"cls": None, "mask": None})
+        loop = model(x)
+    for a, b in zip([fast] + fast.aux_outputs, [loop] + loop.aux_outputs):
+        assert torch.allclose(a.pred_logits, b.pred_logits, atol=1e-5)
+        assert torch.allclose(a.pred_masks, b.pred_masks, atol=1e-5)
+        assert torch.equal(a.pred_masks[:, :4], b.pred_masks[:, :4])  # base group: same path
+        assert torch.equal(a.pred_logits[:, :4, :3], b.pred_logits[:, :4, :3])
+
+
+def test_heads_of_different_shapes_are_not_stacked():
+    model = tiny_model().eval()
+    add_step(model, num_classes=2, num_prompts=3)
+    add_step(model, num_classes=1, num_prompts=2)  # another class count and prompt count
+    heads = model.decoder._stacked_heads((0, 1, 2))
+    assert heads == {"cls": None, "mask": None}
+    assert model.decoder._stacked_heads((0, 1)) == {"cls": None, "mask": None}

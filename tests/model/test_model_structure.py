@@ -209,7 +209,7 @@ def test_frozen_bn_formula():
     bn.running_mean.copy_(torch.randn(c))
     bn.running_var.copy_(torch.rand(c) + 0.1)
     x = torch.randn(2, c, 3, 4)
-    v = lambda t: t.view(1, -1, 1, 1)  # noqa: E731
+    v = lambda t: t.view(1, -1, 1, 1)
     expected = (x - v(bn.running_mean)) / torch.sqrt(v(bn.running_var) + 1e-5) * v(bn.weight) + v(bn.bias)
     assert torch.allclose(bn(x), expected, atol=1e-6)
     # equals eval-mode BatchNorm2d with the same statistics

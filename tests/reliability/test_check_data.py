@@ -17,8 +17,14 @@ from pathlib import Path
 import pytest
 
 from eclipse_seg.config import load_config
-from eclipse_seg.engine.check_data import (Problem, check_config_data, check_data_main,
-                                           check_dataset, format_problems, preflight)
+from eclipse_seg.engine.check_data import (
+    Problem,
+    check_config_data,
+    check_data_main,
+    check_dataset,
+    format_problems,
+    preflight,
+)
 from eclipse_seg.engine.outputs import LOCK_NAME, claim_output_dir
 from eclipse_seg.errors import DataError, TrainingError
 
@@ -279,9 +285,8 @@ def test_output_dir_of_another_config_and_nothing_deleted(tiny_cfg, tmp_path):
 # training: SIGTERM and a non-finite loss
 # --------------------------------------------------------------------------------------------------
 def test_sigterm_saves_checkpoint_and_exits_130(tiny_data, tmp_path):
-    from tests.conftest import TINY_MODEL
-
     from eclipse_seg.engine.checkpoint import load_checkpoint
+    from tests.conftest import TINY_MODEL
 
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

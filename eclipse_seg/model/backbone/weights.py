@@ -22,7 +22,7 @@ def read_weight_file(path: str | Path) -> dict:
                 raw = pickle.load(f, encoding="latin1")
         else:
             raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as e:
         raise CheckpointError(f"cannot read backbone weights {path}: {e}") from e
     if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
         raw = raw["model"]
