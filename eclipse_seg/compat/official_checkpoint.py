@@ -191,14 +191,22 @@ def _as_official(config: str | Path | OfficialConfig, opts: list[str] | None) ->
 def build_official(config: str | Path | OfficialConfig, opts: list[str] | None = None,
                    thing_classes: Iterable[int] | None = None, *, official_compat: bool = False):
     """(model with fresh weights, Config, Scenario, info, thing_ids) for an official config.
-    `official_compat`: the official thing/stuff lookup (see `official_thing_ids`)."""
+    `official_compat`: the official thing/stuff lookup (see `official_thing_ids`). The class order
+    and thing ids are in the dataset's id space (panoptic JSON ids: ADE20K 0..149, COCO's own ids;
+    semantic data: ADE20K 1..150), so `eclipse-seg evaluate` scores the imported model directly."""
+    from eclipse_seg.data.catalogs import official_to_json_ids
     from eclipse_seg.engine.runner import build_model
     from eclipse_seg.scenarios import parse_scenario
 
     official = _as_official(config, opts)
     cfg, info = to_eclipse_config(official)
+    thing_ids = official_thing_ids(info["catalog"], list(cfg.continual.order), thing_classes,
+                                   official_compat)
+    if cfg.data.dataset != "semantic":  # panoptic JSONs number classes their own way
+        to_json = official_to_json_ids(info["catalog"])
+        cfg.continual.order = [to_json[c] for c in cfg.continual.order]
+        thing_ids = {to_json[c] for c in thing_ids}
     scenario = parse_scenario(cfg.continual.scenario, cfg.continual.order)
-    thing_ids = official_thing_ids(info["catalog"], list(scenario.order), thing_classes, official_compat)
     model = build_model(cfg, scenario, cfg.continual.method, info["step"], thing_ids)
     got = model.decoder.class_embed.classes_per_step
     if got != info["classes_per_step"]:  # pragma: no cover - a bug, not a user error

@@ -452,6 +452,14 @@ def _catalog_of(cfg: OfficialConfig) -> str:
                       f"datasets are supported (their names must contain 'ade20k' or 'coco')")
 
 
+def _dataset_kind(cfg: OfficialConfig) -> str:
+    """Our `data.dataset` for the official training set: "semantic" for `*_sem_seg_*` sets
+    (ADE20K semantic), else "coco_panoptic" (the panoptic JSON + PNG layout)."""
+    train = cfg.get("DATASETS.TRAIN")
+    names = [train] if isinstance(train, str) else list(train or [])
+    return "semantic" if any("sem_seg" in str(n).lower() for n in names) else "coco_panoptic"
+
+
 def _deltas(cfg: OfficialConfig) -> list[float]:
     d = cfg.get("CONT.LOGIT_MANI_DELTAS")
     if d is None:
@@ -722,7 +730,7 @@ def to_eclipse_config(official: OfficialConfig):
             "base_classes": base_cls,
         },
         "loss": loss,
-        "data": {"dataset": "coco_panoptic", "catalog": catalog},
+        "data": {"dataset": _dataset_kind(c), "catalog": catalog},
         "solver": solver,
         "continual": continual,
         "test": {
