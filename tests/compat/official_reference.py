@@ -427,6 +427,16 @@ def decoder(multi_scale: list[Tensor], mask_features: Tensor, sd: State, n_heads
 # post-processing: ECLIPSE mask2former/maskformer_model.py (forward_inference, panoptic_inference,
 # semantic_inference with softcls False, softmask False) and detectron2 sem_seg_postprocess
 # ----------------------------------------------------------------------------------------------
+def _kept_queries(mask_cls: Tensor, mask_pred: Tensor, object_mask_threshold: float):
+    """Sigmoid scores, max over all columns (no-object included); keep a query whose best column is
+    not no-object and whose score > threshold -> (keep, scores, labels, mask probs) of the kept."""
+    num_classes = mask_cls.shape[-1] - 1
+    scores, labels = mask_cls.sigmoid().max(-1)
+    probs = mask_pred.sigmoid()
+    keep = (labels != num_classes) & (scores > object_mask_threshold)
+    return keep, scores[keep], labels[keep], probs[keep]
+
+
 def panoptic_inference(mask_cls: Tensor, mask_pred: Tensor, thing_ids: set[int],
                        object_mask_threshold: float = 0.0, overlap_threshold: float = 0.0) -> dict:
     """One image: mask_cls (Q, C+1) logits, mask_pred (Q, H, W) logits at the output size.
@@ -436,13 +446,9 @@ def panoptic_inference(mask_cls: Tensor, mask_pred: Tensor, thing_ids: set[int],
     sigmoid scores, so of the logits), "pixel_margin" (H, W): the smaller of (best - second best
     score*prob among kept queries) and |prob of the best - 0.5|; counts "merged" (stuff queries
     joining a segment) and "dropped_overlap" (queries dropped by overlap_threshold)."""
-    num_classes = mask_cls.shape[-1] - 1
     top2 = mask_cls.topk(2, dim=-1).values
-    # sigmoid scores, max over all columns (no-object included)
-    scores, labels = mask_cls.sigmoid().max(-1)
+    keep, cur_scores, cur_classes, cur_masks = _kept_queries(mask_cls, mask_pred, object_mask_threshold)
     probs = mask_pred.sigmoid()
-    keep = (labels != num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], probs[keep]
     h, w = probs.shape[-2:]
     panoptic = torch.zeros((h, w), dtype=torch.int32)
     segments: list[dict] = []
@@ -488,12 +494,8 @@ def semantic_inference(mask_cls: Tensor, mask_pred: Tensor, object_mask_threshol
                        overlap_threshold: float = 0.0) -> Tensor:
     """semantic_inference (mask_bg False, softcls False): one-hot (C+1, H, W) of label + 1 of the
     owning query, channel 0 = unassigned."""
-    num_classes = mask_cls.shape[-1] - 1
-    scores, labels = mask_cls.sigmoid().max(-1)
-    probs = mask_pred.sigmoid()
-    keep = (labels != num_classes) & (scores > object_mask_threshold)
-    cur_scores, cur_classes, cur_masks = scores[keep], labels[keep], probs[keep]
-    h, w = probs.shape[-2:]
+    _, cur_scores, cur_classes, cur_masks = _kept_queries(mask_cls, mask_pred, object_mask_threshold)
+    h, w = mask_pred.shape[-2:]
     semseg = torch.zeros((h, w), dtype=torch.long)
     if cur_masks.shape[0] > 0:
         owner = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
@@ -505,7 +507,7 @@ def semantic_inference(mask_cls: Tensor, mask_pred: Tensor, object_mask_threshol
                 if mask_area / original_area < overlap_threshold:
                     continue
                 semseg[mask] = int(cur_classes[k]) + 1
-    return F.one_hot(semseg, num_classes + 1).permute(2, 0, 1).to(mask_pred.dtype)
+    return F.one_hot(semseg, mask_cls.shape[-1]).permute(2, 0, 1).to(mask_pred.dtype)
 
 
 def postprocess(pred_logits: Tensor, pred_masks: Tensor, padded_size: tuple[int, int],
