@@ -163,10 +163,12 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
+DATASETS = ("synthetic", "coco_panoptic", "semantic")  # data.dataset: the readers we have
+METHODS = ("eclipse", "finetune", "joint")  # continual.method / --method
 CHOICES = {  # string keys with a closed set of values
+    "data.dataset": DATASETS,
     "solver.amp": ("auto", "off", "bf16", "fp16"),
-    "data.dataset": ("synthetic", "coco_panoptic", "semantic"),
-    "continual.method": ("eclipse", "finetune", "joint"),
+    "continual.method": METHODS,
     "model.backbone_type": ("resnet", "swin"),
     "loss.class_loss": ("official", "focal"),
 }

@@ -19,7 +19,8 @@ def test_amp_values_from_the_command_line(text, expected):
                                            ("solver.amp=on", "solver.amp"),
                                            ("continual.method=replay", "continual.method"),
                                            ("loss.class_loss=softmax", "loss.class_loss"),
-                                           ("model.backbone_type=vit", "model.backbone_type")])
+                                           ("model.backbone_type=vit", "model.backbone_type"),
+                                           ("data.dataset=ade", "data.dataset")])
 def test_closed_value_sets_name_the_key_and_the_choices(override, key):
     with pytest.raises(ConfigError, match=rf"'{key}': expected one of .*got"):
         load_config(BASE, [override])

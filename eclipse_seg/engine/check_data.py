@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from eclipse_seg.config import DATASETS
 from eclipse_seg.data.coco_panoptic import is_file, is_int, read_image_rgb
 from eclipse_seg.data.panoptic_ids import MAX_ID
 from eclipse_seg.data.paths import data_path, root_note
@@ -489,9 +490,9 @@ def check_config_data(cfg, *, deep: bool = True, splits: Sequence[str] = ("train
     problems: list[Problem] = []
     if cfg.data.dataset == "semantic":
         return _semantic_problems(cfg, deep=deep, splits=splits, scenario=scenario)
-    if cfg.data.dataset not in ("synthetic", "coco_panoptic"):
-        return [Problem("config data.dataset", f"must be 'synthetic', 'coco_panoptic' or "
-                                               f"'semantic', got {cfg.data.dataset!r}")]
+    if cfg.data.dataset not in DATASETS:
+        return [Problem("config data.dataset", f"must be one of {', '.join(DATASETS)}, got "
+                                               f"{cfg.data.dataset!r}")]
     if _synthetic_pending(cfg):
         return problems
     for split in splits:

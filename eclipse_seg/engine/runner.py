@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from eclipse_seg.config import Config, config_from_dict
+from eclipse_seg.config import DATASETS, METHODS, Config, config_from_dict
 from eclipse_seg.continual import count_parameters, set_deltas
 from eclipse_seg.data.catalogs import official_order, official_to_json_ids
 from eclipse_seg.data.coco_panoptic import CocoPanopticDataset, atomic_write_bytes
@@ -32,7 +32,6 @@ from eclipse_seg.errors import CheckpointError, ConfigError, DataError
 from eclipse_seg.model.mask2former import Mask2Former
 from eclipse_seg.scenarios import Scenario, parse_scenario
 
-METHODS = ("eclipse", "finetune", "joint")
 Dataset = CocoPanopticDataset | SemanticAsPanoptic  # semantic data seen as panoptic
 
 
@@ -45,9 +44,8 @@ def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
             make_synthetic(data_root(d.root), seed=d.synthetic_seed, num_train=d.synthetic_train,
                            num_val=d.synthetic_val, height=d.synthetic_size, width=d.synthetic_size)
         dist.barrier()
-    elif d.dataset not in ("synthetic", "coco_panoptic", "semantic"):
-        raise ConfigError(f"data.dataset must be 'synthetic', 'coco_panoptic' or 'semantic', "
-                          f"got {d.dataset!r}")
+    elif d.dataset not in DATASETS:  # a Config built in code, not loaded (loading checks it)
+        raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)}, got {d.dataset!r}")
     try:
         return _split(cfg, "train"), _split(cfg, "val")
     except DataError as e:
