@@ -94,10 +94,13 @@ class ContinualConfig:
 
 @dataclass
 class TestConfig:
+    """Inference and evaluation: the post-processing thresholds (official 0.0 / 0.0), the test-time
+    resize and the mIoU convention. A checkpoint carries them, so `predict` shows what `evaluate`
+    scores."""
+
+    __test__ = False  # a config, not a pytest test class (its name starts with "Test")
     object_mask_threshold: float = 0.0
     overlap_threshold: float = 0.0
-    panoptic_on: bool = True
-    semantic_on: bool = False
     batch_size: int = 4
     # detectron2's ResizeShortestEdge before inference; predictions come back at the original size
     min_size: int = 0  # short side; 0 = no resize
@@ -225,9 +228,32 @@ def parse_overrides(overrides: list[str]) -> dict:
     return tree
 
 
+CONFIG_DIR = Path(__file__).parent / "configs"  # the configs shipped with the package
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (``synthetic/base``, ``ade20k/panoptic_r50``, ...)."""
+    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+def resolve_config(name: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (``synthetic/base``); a name that is neither
+    is a ConfigError listing the shipped configs."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    text = str(name)
+    shipped = CONFIG_DIR / (text if text.endswith(".yaml") else text + ".yaml")
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"config {text!r} is neither a YAML file nor a shipped config; shipped: "
+                      f"{', '.join(shipped_configs())}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """YAML file (optional `_base_: other.yaml`, relative to the file) + overrides -> Config."""
-    data = _load_yaml_tree(Path(path)) if path else {}
+    """YAML file or shipped config name (optional `_base_: other.yaml`, relative to the file) +
+    overrides -> Config."""
+    data = _load_yaml_tree(resolve_config(path)) if path else {}
     data = _merge(data, parse_overrides(overrides or []))
     return _from_dict(Config, data)
 
@@ -263,7 +289,17 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return _from_dict(Config, _merge(cfg.to_dict(), parse_overrides(overrides)))
 
 
+# Keys older versions wrote into checkpoint manifests that no longer mean anything.
+_RETIRED = {"test": ("panoptic_on", "semantic_on")}
+
+
 def config_from_dict(data: dict) -> Config:
+    """A Config from its dict form (a checkpoint manifest): retired keys are dropped, any other
+    unknown key is an error."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, keys in _RETIRED.items():
+        for key in keys:
+            data.get(section, {}).pop(key, None)
     return _from_dict(Config, data)
 
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from eclipse_seg.data.coco_panoptic import is_int
+from eclipse_seg.data.catalogs import official_order, official_to_json_ids
+from eclipse_seg.data.files import is_int
 from eclipse_seg.errors import ConfigError, ScenarioError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,10 +29,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "OFFICIAL_SCENARIOS",
     "Scenario",
+    "class_order",
     "eval_class_groups",
     "official_scenario",
     "parse_scenario",
     "restrict_to_classes",
+    "step_class_groups",
     "step_training_indices",
 ]
 
@@ -308,3 +311,28 @@ def eval_class_groups(scenario: Scenario, t: int) -> dict[str, list[int]]:
         "new": list(scenario.new_classes(t)),
         "all": list(scenario.seen_classes(t)),
     }
+
+
+def step_class_groups(scenario: Scenario, t: int, thing_ids: Iterable[int]) -> dict[str, list[int]]:
+    """:func:`eval_class_groups` plus the seen things and the seen stuff (for PQ things / stuff)."""
+    groups = eval_class_groups(scenario, t)
+    things = set(thing_ids)
+    groups["things"] = [c for c in groups["all"] if c in things]
+    groups["stuff"] = [c for c in groups["all"] if c not in things]
+    return groups
+
+
+def class_order(categories: Sequence[Mapping], *, order: Sequence[int] = (), catalog: str = "",
+                json_ids: bool = True) -> list[int]:
+    """The class order of a run, as dataset category ids: ``order`` when given; else the catalog's
+    official order (mapped to the ids of the dataset's panoptic JSON when ``json_ids``; semantic
+    data numbers classes as the catalog does); else the order of ``categories``."""
+    if order:
+        return list(order)
+    if catalog:
+        official = official_order(catalog)
+        if not json_ids:
+            return official
+        to_json = official_to_json_ids(catalog)
+        return [to_json[c] for c in official]
+    return [c["id"] for c in categories]

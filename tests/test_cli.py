@@ -74,7 +74,7 @@ def test_bad_arguments_exit_nonzero(bad):
       "--pred-folder", "p"], "missing.json"),
     (["import-official", "--weights", "missing.pth", "--config", "missing.yaml", "--output", "o.pt"],
      "missing"),
-    (["check-data", "--quick", "configs/synthetic/base.yaml", "data.dataset=coco_panoptic",
+    (["check-data", "--quick", "synthetic/base", "data.dataset=coco_panoptic",
       "data.root=missing-root"], "missing-root"),
 ])
 def test_pass_through_commands_accept_options_first(argv, expected, tmp_path, monkeypatch, capsys):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from eclipse_seg.continual import add_step, freeze_for_step, set_deltas
-from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, run
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario
+from eclipse_seg.engine.runner import run
 from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.model.mask2former import Mask2Former
 

@@ -12,7 +12,6 @@ checkpoints (loadable by :func:`eclipse_seg.engine.runner.load_model` and every 
 
 from __future__ import annotations
 
-import argparse
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
@@ -85,18 +84,18 @@ def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict
 
 
 def official_thing_ids(catalog: str, order: list[int], thing_classes: Iterable[int] | None = None,
-                       official_compat: bool = False) -> set[int]:
+                       official_thing_lookup: bool = False) -> set[int]:
     """Category ids (in the class order's id space) that are things.
 
     `thing_classes`: 0-based model labels (positions in `order`) that are things; None = the
     catalog's flags, looked up by class id (ADE20K by id, COCO by 1-based contiguous id).
-    `official_compat`: the official panoptic inference's lookup instead (`MaskFormer.
+    `official_thing_lookup`: the official panoptic inference's lookup instead (`MaskFormer.
     panoptic_inference`: label l is a thing when l + 1 is among the values of the training set's
     `thing_dataset_id_to_contiguous_id`), i.e. by position in the class order. Identical for ADE20K's
     identity order; for COCO it makes labels 0..78 things whatever classes they are."""
-    if official_compat and thing_classes is not None:
-        raise ConfigError("pass either thing_classes or official_compat, not both")
-    if official_compat:
+    if official_thing_lookup and thing_classes is not None:
+        raise ConfigError("pass either thing_classes or official_thing_lookup, not both")
+    if official_thing_lookup:
         values = _official_thing_values(catalog)
         thing_classes = [label for label in range(len(order)) if label + 1 in values]
     if thing_classes is not None:
@@ -189,19 +188,19 @@ def _as_official(config: str | Path | OfficialConfig, opts: list[str] | None) ->
 
 
 def build_official(config: str | Path | OfficialConfig, opts: list[str] | None = None,
-                   thing_classes: Iterable[int] | None = None, *, official_compat: bool = False):
+                   thing_classes: Iterable[int] | None = None, *, official_thing_lookup: bool = False):
     """(model with fresh weights, Config, Scenario, info, thing_ids) for an official config.
-    `official_compat`: the official thing/stuff lookup (see `official_thing_ids`). The class order
+    `official_thing_lookup`: the official thing/stuff lookup (see `official_thing_ids`). The class order
     and thing ids are in the dataset's id space (panoptic JSON ids: ADE20K 0..149, COCO's own ids;
     semantic data: ADE20K 1..150), so `eclipse-seg evaluate` scores the imported model directly."""
     from eclipse_seg.data.catalogs import official_to_json_ids
-    from eclipse_seg.engine.runner import build_model
+    from eclipse_seg.engine.build import build_model
     from eclipse_seg.scenarios import parse_scenario
 
     official = _as_official(config, opts)
     cfg, info = to_eclipse_config(official)
     thing_ids = official_thing_ids(info["catalog"], list(cfg.continual.order), thing_classes,
-                                   official_compat)
+                                   official_thing_lookup)
     if cfg.data.dataset != "semantic":  # panoptic JSONs number classes their own way
         to_json = official_to_json_ids(info["catalog"])
         cfg.continual.order = [to_json[c] for c in cfg.continual.order]
@@ -214,17 +213,34 @@ def build_official(config: str | Path | OfficialConfig, opts: list[str] | None =
     return model, cfg, scenario, info, thing_ids
 
 
+def _dataset_categories(catalog: str, semantic: bool, thing_ids: set[int]) -> list[dict]:
+    """The catalog's categories in the dataset's id space (as `build_official` numbers classes),
+    with the thing flags the import decided; the checkpoint keeps them for names and colours."""
+    from eclipse_seg.data.catalogs import load_catalog, official_to_json_ids
+
+    entries = load_catalog(catalog)
+    key = "contiguous_id" if catalog == "coco" else "id"
+    to_json = {} if semantic else official_to_json_ids(catalog)
+    out = []
+    for c in entries:
+        cid = c[key] if semantic else to_json[c[key]]
+        out.append({"id": cid, "name": c["name"], "isthing": int(cid in thing_ids),
+                    "color": list(c["color"])})
+    return out
+
+
 def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts: list[str] | None = None,
                   thing_classes: Iterable[int] | None = None, *, allow_pickle: bool = False,
-                  official_compat: bool = False):
+                  official_thing_lookup: bool = False):
     """Our Mask2Former holding an official checkpoint, in eval mode.
 
     `config`: the official YAML (its `_BASE_` chain is followed) and `opts` the official KEY VALUE
     overrides, e.g. ["CONT.TASK", "10", "CONT.NUM_PROMPTS", "10", ...]. `thing_classes`: 0-based
     labels that are things (default: from the ADE20K / COCO catalog the config's dataset names).
-    `official_compat`: decide thing/stuff as the official panoptic inference does (by position in
+    `official_thing_lookup`: decide thing/stuff as the official panoptic inference does (by position in
     the class order; differs for COCO), to reproduce its outputs exactly."""
-    model, _, _, _, _ = build_official(config, opts, thing_classes, official_compat=official_compat)
+    model, _, _, _, _ = build_official(config, opts, thing_classes,
+                                       official_thing_lookup=official_thing_lookup)
     state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
     _load_strict(model, state, weights)
     model.eval()
@@ -233,58 +249,20 @@ def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts
 
 def import_official(weights: str | Path, config: str | Path, output: str | Path,
                     opts: list[str] | None = None, thing_classes: Iterable[int] | None = None, *,
-                    allow_pickle: bool = False, official_compat: bool = False) -> dict[str, Any]:
+                    allow_pickle: bool = False, official_thing_lookup: bool = False) -> dict[str, Any]:
     """Write an official checkpoint as one of ours; returns its manifest."""
+    from eclipse_seg.engine.build import manifest_for
     from eclipse_seg.engine.checkpoint import save_checkpoint
-    from eclipse_seg.engine.runner import manifest_for
 
     model, cfg, scenario, info, thing_ids = build_official(config, opts, thing_classes,
-                                                           official_compat=official_compat)
+                                                           official_thing_lookup=official_thing_lookup)
     state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
     _load_strict(model, state, weights)
-    manifest = {**manifest_for(cfg, scenario, info["step"], cfg.continual.method, model),
+    categories = _dataset_categories(info["catalog"], cfg.data.dataset == "semantic", thing_ids)
+    manifest = {**manifest_for(cfg, scenario, info["step"], cfg.continual.method, model, categories),
                 "thing_ids": sorted(thing_ids), "complete": True,
                 "imported_from": {"weights": str(weights), "config": str(config),
                                   "opts": list(opts or []),
-                                  "official_thing_lookup": official_compat}}
+                                  "official_thing_lookup": official_thing_lookup}}
     save_checkpoint(Path(output), {"model": model.state_dict(), "manifest": manifest})
     return manifest
-
-
-def import_official_main(argv: list[str] | None = None) -> int:
-    """`eclipse-seg import-official --weights W --config YAML [--thing-classes 0,1,.. |
-    --official-thing-lookup] [--allow-pickle] --output ours.pt [--opts KEY VALUE ...]` (--opts takes
-    the rest of the line)."""
-    p = argparse.ArgumentParser(
-        prog="eclipse-seg import-official",
-        description="Convert an official ECLIPSE / Mask2Former checkpoint (+ its yaml and KEY VALUE "
-                    "overrides) to an eclipse-seg checkpoint.")
-    p.add_argument("--weights", required=True, help="official .pth ({'model': state}) or model-zoo .pkl")
-    p.add_argument("--config", required=True, help="official yaml (e.g. configs/ade20k/panoptic-"
-                   "segmentation/maskformer2_R50_bs16_160k.yaml, with its _BASE_ files)")
-    p.add_argument("--output", required=True, help="our checkpoint to write (e.g. ade_100_5.pt)")
-    things_from = p.add_mutually_exclusive_group()
-    things_from.add_argument("--thing-classes", help="comma-separated 0-based labels that are things "
-                             "(default: from the ADE20K / COCO catalog, by class id)")
-    things_from.add_argument("--official-thing-lookup", action="store_true",
-                             help="decide thing/stuff as the official panoptic inference does (by "
-                                  "position in the class order): its exact outputs, wrong for COCO")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="read a .pth with full unpickling (only for files you trust)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="official KEY VALUE overrides, e.g. CONT.TASK 10 CONT.NUM_PROMPTS 10 (last)")
-    args = p.parse_args(argv)
-    things = None
-    if args.thing_classes is not None:
-        try:
-            things = [int(x) for x in args.thing_classes.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"--thing-classes: expected comma-separated integers, got "
-                              f"{args.thing_classes!r}") from None
-    manifest = import_official(args.weights, args.config, args.output, args.opts, things,
-                               allow_pickle=args.allow_pickle,
-                               official_compat=args.official_thing_lookup)
-    print(f"wrote {args.output}: scenario {manifest['scenario']['name']}, step {manifest['step']}, "
-          f"method {manifest['method']}, query groups {manifest['groups']}, classes per step "
-          f"{manifest['classes_per_step']}")
-    return 0

@@ -736,7 +736,6 @@ def to_eclipse_config(official: OfficialConfig):
         "test": {
             "object_mask_threshold": _as_float(c, "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD"),
             "overlap_threshold": _as_float(c, "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD"),
-            "semantic_on": semantic_on, "panoptic_on": panoptic_on,
         },
     }
     cfg = config_from_dict(tree)

@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from eclipse_seg.data.catalogs import load_catalog
-from eclipse_seg.data.coco_panoptic import _PIL_ERRORS, PanopticSample, read_image_rgb
+from eclipse_seg.data.coco_panoptic import PanopticSample
+from eclipse_seg.data.files import PIL_ERRORS, read_image_rgb
 from eclipse_seg.errors import ConfigError, DataError
 
 __all__ = ["SemanticAsPanoptic", "SemanticDataset", "SemanticSample", "pair_files",
@@ -146,7 +147,7 @@ class SemanticDataset:
                         f"{path}: label PNG must be single-channel (L, P or I), got mode {im.mode}"
                     )
                 raw = np.asarray(im).astype(np.int64)
-        except _PIL_ERRORS as e:
+        except PIL_ERRORS as e:
             raise DataError(f"{path}: cannot decode label PNG (corrupt or truncated?): {e}") from e
         if raw.size:
             lo, hi = int(raw.min()), int(raw.max())

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from eclipse_seg.config import Config
-from eclipse_seg.continual import add_class_head, add_step, freeze_for_step
+from eclipse_seg.continual import freeze_for_step
 from eclipse_seg.data.coco_panoptic import CocoPanopticDataset
 from eclipse_seg.data.transforms import augment
 from eclipse_seg.engine import distributed as dist
@@ -31,12 +31,6 @@ from eclipse_seg.errors import CheckpointError, TrainingError
 from eclipse_seg.losses import LossConfig, SetCriterion, Target
 from eclipse_seg.model.mask2former import SIZE_DIVISIBILITY, Mask2Former
 from eclipse_seg.scenarios import Scenario, restrict_to_classes, step_training_indices
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -69,17 +63,6 @@ def plan_step(cfg: Config, scenario: Scenario, step: int, method: str) -> StepPl
                         cfg.loss.class_weight, False)
     return StepPlan(step, method, scenario.classes_of_step(step), c.iterations, c.lr, bs,
                     c.class_weight, True)
-
-
-def grow_for_step(model: Mask2Former, cfg: Config, scenario: Scenario, step: int, method: str,
-                  thing_ids: set[int]) -> None:
-    """Structure of step t: ECLIPSE adds a prompt group; fine-tuning only adds a class head."""
-    new = scenario.classes_of_step(step)
-    flags = [c in thing_ids for c in new]
-    if method == "eclipse":
-        add_step(model, len(new), cfg.continual.num_prompts, thing_flags=flags)
-    else:
-        add_class_head(model, len(new), thing_flags=flags)
 
 
 def build_optimizer(model: Mask2Former, plan: StepPlan, cfg: Config) -> torch.optim.Optimizer:

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, manifest_for
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
 from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.errors import CheckpointError
 
@@ -87,7 +87,7 @@ def test_sigkill_mid_step_then_resume_matches_uninterrupted(tiny_data, tmp_path)
     """A real process killed with SIGKILL resumes with `--resume` to the same final weights."""
     from tests.conftest import TINY_MODEL
 
-    common = [sys.executable, "-m", "eclipse_seg", "train", "configs/synthetic/base.yaml",
+    common = [sys.executable, "-m", "eclipse_seg", "train", "synthetic/base",
               "--step", "0", "--no-progress", *TINY_MODEL, f"data.root={tiny_data}",
               "solver.iterations=40", "solver.checkpoint_period=5", "data.max_val_images=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

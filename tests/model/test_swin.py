@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eclipse_seg.config import load_config
+from eclipse_seg.config import load_config, resolve_config
 from eclipse_seg.errors import CheckpointError, ConfigError
 from eclipse_seg.model.backbone.swin import (
     MASK_VALUE,
@@ -349,7 +349,7 @@ def test_unknown_backbone_type():
 def test_mask2former_with_tiny_swin_forward_and_optimizer():
     from eclipse_seg.engine.train import StepPlan, build_optimizer
 
-    cfg = load_config("configs/synthetic/base.yaml", TINY_MODEL + TINY_SWIN_OVERRIDES)
+    cfg = load_config(resolve_config("synthetic/base"), TINY_MODEL + TINY_SWIN_OVERRIDES)
     torch.manual_seed(0)
     model = Mask2Former(cfg.model)
     assert isinstance(model.backbone, SwinTransformer)
