@@ -43,14 +43,38 @@ class DataConfig:
     synthetic_val: int = 100
     synthetic_size: int = 64
     synthetic_seed: int = 0
-    # augmentation (Mask2Former ADE recipe: resize short side by 0.5-2.0 of base, crop, flip)
+    # training augmentation: "synthetic" (the small recipe of the keys below), or the official
+    # Mask2Former training mapper of a dataset: "ade20k_panoptic", "ade20k_semantic",
+    # "coco_panoptic" (docs/data_pipelines.md; the ADE20K ones need the extra `train`, OpenCV)
+    pipeline: str = "synthetic"
+    # official pipelines only; [] / 0 = the pipeline's official value
+    train_short_sides: list = field(default_factory=list)  # short-side choices
+    train_max_size: int = 0  # cap on the long side
+    train_crop_size: int = 0  # square crop (and, for ADE20K, padding) side
+    # pipeline "synthetic" only: short side scale x U(min_scale, max_scale) of base_size, crop,
+    # mild colour jitter
     base_size: int = 640
     min_scale: float = 0.5
     max_scale: float = 2.0
     crop_size: int = 640
-    flip: bool = True
     color_jitter: bool = True
+    flip: bool = True  # horizontal flip with probability 1/2 (every pipeline)
     max_val_images: int = 0  # 0 = all
+
+    def __post_init__(self):
+        # a key the chosen pipeline does not read is an error, not silently ignored
+        if self.pipeline == "synthetic":
+            unused = ("train_short_sides", "train_max_size", "train_crop_size")
+            used_by = "the official pipelines"
+        else:
+            unused = ("base_size", "min_scale", "max_scale", "crop_size", "color_jitter")
+            used_by = "data.pipeline=synthetic"
+        for key in unused:
+            f = DataConfig.__dataclass_fields__[key]
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            if getattr(self, key) != default:
+                raise ConfigError(f"config key 'data.{key}' is not used by data.pipeline="
+                                  f"{self.pipeline} (only by {used_by}); remove it")
 
 
 @dataclass
@@ -167,9 +191,11 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
 
 
 DATASETS = ("synthetic", "coco_panoptic", "semantic")  # data.dataset: the readers we have
+PIPELINES = ("synthetic", "ade20k_panoptic", "ade20k_semantic", "coco_panoptic")  # data.pipeline
 METHODS = ("eclipse", "finetune", "joint")  # continual.method / --method
 CHOICES = {  # string keys with a closed set of values
     "data.dataset": DATASETS,
+    "data.pipeline": PIPELINES,
     "solver.amp": ("auto", "off", "bf16", "fp16"),
     "continual.method": METHODS,
     "model.backbone_type": ("resnet", "swin"),

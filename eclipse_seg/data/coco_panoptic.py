@@ -317,7 +317,15 @@ class CocoPanopticDataset:
             )
         return ids
 
-    def __getitem__(self, i: int) -> PanopticSample:
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(H, W) of entry ``i`` from the JSON (no file is read)."""
+        img = self.image_info(i)
+        return int(img["height"]), int(img["width"])
+
+    def panoptic_inputs(self, i: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """What a training pipeline transforms: the (H, W, 3) uint8 RGB image, the (H, W) int64
+        segment-id map and the ``segments_info`` entries with pixels (all of them unless
+        ``allow_missing_segments``), checked as ``dataset[i]`` checks them."""
         k = self._check_index(i)
         img, ann = self._entries[k]
         image = self.load_image(k)
@@ -340,7 +348,13 @@ class CocoPanopticDataset:
                 f"{self.json_path}: segments_info ids {absent[:20]} of image id {img['id']!r} have "
                 f"no pixel in {png_path}"
             )
-        kept = [s for s in segs if int(s["id"]) in present_set]
+        return image, id_map, [s for s in segs if int(s["id"]) in present_set]
+
+    def __getitem__(self, i: int) -> PanopticSample:
+        k = self._check_index(i)
+        img, ann = self._entries[k]
+        image, id_map, kept = self.panoptic_inputs(k)
+        segs = ann["segments_info"]
         seg_ids = np.array([s["id"] for s in kept], dtype=np.int64)
         masks = id_map[None, :, :] == seg_ids[:, None, None]
         cats = [int(s["category_id"]) for s in kept]

@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,14 @@ from tqdm import tqdm
 from eclipse_seg.config import Config
 from eclipse_seg.continual import freeze_for_step
 from eclipse_seg.data.coco_panoptic import CocoPanopticDataset
+from eclipse_seg.data.pipelines import (
+    AugmentRecord,
+    TrainingPipeline,
+    TrainingSample,
+    pipeline_spec,
+)
+from eclipse_seg.data.prefetch import Prefetcher, default_workers
+from eclipse_seg.data.sampling import AspectRatioGroupedBatches, stream_offsets
 from eclipse_seg.data.transforms import augment
 from eclipse_seg.engine import distributed as dist
 from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -105,15 +114,23 @@ class StepData:
         if not self.indices:
             raise TrainingError(f"step {plan.step}: no training image contains a class of this step "
                                 f"({sorted(self.classes)}); check the dataset and the scenario")
+        d = cfg.data
+        # an official pipeline (data.pipeline): its own sample production, aspect-grouped batches
+        self.pipeline = None if d.pipeline == "synthetic" else TrainingPipeline(
+            pipeline_spec(d.pipeline, short_sides=d.train_short_sides, max_size=d.train_max_size,
+                          crop_size=d.train_crop_size, flip=d.flip), dataset)
+        self._grouped: dict[tuple, AspectRatioGroupedBatches] = {}
+        self.iterations = plan.iterations
+        self._prefetch: Prefetcher | None = None
+        self.last_records: list[tuple[int, AugmentRecord]] = []  # (dataset index, record) per sample
 
     def sample_index(self, seed: int, step: int, position: int) -> int:
-        n = len(self.indices)
-        epoch, offset = divmod(position, n)
-        perm = np.random.default_rng([seed, step, epoch]).permutation(n)
-        return self.indices[int(perm[offset])]
+        return self.indices[int(stream_offsets(seed, step, [position], len(self.indices))[0])]
 
     def batch(self, seed: int, step: int, iteration: int, batch_size: int, rank: int = 0,
               world: int = 1) -> tuple[list[torch.Tensor], list[Target]]:
+        if self.pipeline is not None:
+            return self._pipeline_batch(seed, step, iteration, batch_size, rank, world)
         d = self.cfg.data
         images, targets = [], []
         for j in range(batch_size):
@@ -131,6 +148,37 @@ class StepData:
             images.append(img)
             targets.append(Target(labels[kept], masks))
         return images, pad_targets(images, targets)
+
+    def _pipeline_batch(self, seed: int, step: int, iteration: int, batch_size: int, rank: int,
+                        world: int) -> tuple[list[torch.Tensor], list[Target]]:
+        key = (seed, step, batch_size, rank, world)
+        if key not in self._grouped:
+            self._grouped[key] = AspectRatioGroupedBatches(self.pipeline.landscape(self.indices),
+                                                           seed, step, batch_size, rank, world)
+        if self._prefetch is None:  # samples made by threads, the next batch while this one trains
+            self._prefetch = Prefetcher(default_workers(world))
+
+        def jobs(it: int) -> list:
+            return [partial(self._pipeline_sample, seed, step, it, rank, j, int(p))
+                    for j, p in enumerate(self._grouped[key].positions(it))]
+
+        ahead = (key + (iteration + 1,), jobs(iteration + 1)) if iteration + 1 < self.iterations else None
+        images, targets, self.last_records = [], [], []
+        for index, sample in self._prefetch.run(key + (iteration,), jobs(iteration), ahead):
+            keep = torch.isin(sample.category_ids, torch.tensor(sorted(self.classes)))
+            labels = torch.tensor([self.scenario.label_of(int(c)) for c in sample.category_ids[keep]],
+                                  dtype=torch.int64)
+            images.append(sample.image)
+            targets.append(Target(labels, sample.masks[keep]))
+            self.last_records.append((index, sample.record))
+        return images, pad_targets(images, targets)
+
+    def _pipeline_sample(self, seed: int, step: int, iteration: int, rank: int, j: int,
+                         position: int) -> tuple[int, TrainingSample]:
+        """Sample j of a batch: its image from the stream, its draws seeded by (seed, step,
+        iteration, rank, j)."""
+        index = self.sample_index(seed, step, position)
+        return index, self.pipeline.sample(index, np.random.default_rng([seed, step, iteration, rank, j]))
 
 
 def pad_targets(images: list[torch.Tensor], targets: list[Target]) -> list[Target]:

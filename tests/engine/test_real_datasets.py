@@ -22,7 +22,7 @@ from tests.real_layouts import (
     make_coco_panoptic,
 )
 
-SMALL = [*TINY_MODEL, "data.base_size=64", "data.crop_size=64", "test.min_size=64",
+SMALL = [*TINY_MODEL, "data.train_short_sides=[64]", "data.train_crop_size=64", "test.min_size=64",
          "test.max_size=96", "solver.iterations=2", "continual.iterations=2"]
 
 
