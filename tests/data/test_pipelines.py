@@ -338,20 +338,20 @@ def test_pipeline_needs_the_matching_dataset_kind():
 # config keys
 # --------------------------------------------------------------------------------------------------
 def test_config_keys_belong_to_their_pipeline():
-    cfg = load_config("configs/ade20k/panoptic_r50.yaml")
+    cfg = load_config("ade20k/panoptic_r50")
     assert cfg.data.pipeline == "ade20k_panoptic"
-    assert load_config("configs/coco/panoptic_r50.yaml").data.pipeline == "coco_panoptic"
-    assert load_config("configs/ade20k/semantic_r101.yaml").data.pipeline == "ade20k_semantic"
-    assert load_config("configs/synthetic/base.yaml").data.pipeline == "synthetic"
+    assert load_config("coco/panoptic_r50").data.pipeline == "coco_panoptic"
+    assert load_config("ade20k/semantic_r101").data.pipeline == "ade20k_semantic"
+    assert load_config("synthetic/base").data.pipeline == "synthetic"
     with pytest.raises(
         ConfigError, match=r"'data.crop_size' is not used by data.pipeline=ade20k_panoptic"
     ):
-        load_config("configs/ade20k/panoptic_r50.yaml", ["data.crop_size=64"])
+        load_config("ade20k/panoptic_r50", ["data.crop_size=64"])
     with pytest.raises(
         ConfigError, match=r"'data.train_short_sides' is not used by data.pipeline=synthetic"
     ):
-        load_config("configs/synthetic/base.yaml", ["data.train_short_sides=[64]"])
+        load_config("synthetic/base", ["data.train_short_sides=[64]"])
     with pytest.raises(ConfigError, match="data.pipeline"):
         load_config(None, ["data.pipeline=voc"])
-    small = load_config("configs/ade20k/panoptic_r50.yaml", ["data.train_short_sides=[64]"])
+    small = load_config("ade20k/panoptic_r50", ["data.train_short_sides=[64]"])
     assert small.data.train_short_sides == [64]

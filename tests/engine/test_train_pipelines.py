@@ -13,7 +13,7 @@ from PIL import Image
 
 from eclipse_seg.config import load_config
 from eclipse_seg.data.catalogs import official_to_json_ids
-from eclipse_seg.engine.runner import build_datasets, build_scenario
+from eclipse_seg.engine.build import build_datasets, build_scenario
 from eclipse_seg.engine.train import StepData, plan_step
 from eclipse_seg.errors import ConfigError
 from tests.real_layouts import make_ade20k_panoptic, make_ade20k_semantic, make_coco_panoptic
@@ -23,7 +23,7 @@ pytest.importorskip("cv2")
 
 def _step_data(config, make, scenario, tmp_path, monkeypatch, *overrides):
     monkeypatch.setenv("ECLIPSE_DATA", str(make(tmp_path, train=5)))
-    cfg = load_config(f"configs/{config}.yaml", [f"continual.scenario={scenario}", *overrides])
+    cfg = load_config(config, [f"continual.scenario={scenario}", *overrides])
     train, _ = build_datasets(cfg)
     sc = build_scenario(cfg, train)
     plan = plan_step(cfg, sc, 0, "eclipse")
