@@ -132,6 +132,12 @@ def cmd_check_data(args) -> int:
     return check_data_main(args.rest)
 
 
+def cmd_convert_masks(args) -> int:
+    from eclipse_seg.data.convert import convert_masks_main
+
+    return convert_masks_main(args.rest)
+
+
 def cmd_import_official(args) -> int:
     from eclipse_seg.compat.official_checkpoint import import_official_main
 
@@ -203,9 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     cd.add_argument("rest", nargs=argparse.REMAINDER)
     cd.set_defaults(func=cmd_check_data)
 
+    cm = sub.add_parser("convert-masks", add_help=False, prefix_chars="+",
+                        help="convert one split of your own masks to COCO panoptic: SPLIT "
+                             "--categories FILE [--masks DIR | --labels DIR [--instances DIR]]")
+    cm.add_argument("rest", nargs=argparse.REMAINDER)
+    cm.set_defaults(func=cmd_convert_masks)
+
     io = sub.add_parser("import-official", add_help=False, prefix_chars="+",
                         help="convert an official ECLIPSE / Mask2Former checkpoint: --weights W "
-                             "--config YAML --output ours.pt [--official-thing-lookup] "
+                             "--config YAML --output ours.pt [--categories FILE] "
+                             "[--official-thing-lookup] "
                              "[--opts KEY VALUE ...]")
     io.add_argument("rest", nargs=argparse.REMAINDER)
     io.set_defaults(func=cmd_import_official)
