@@ -299,7 +299,7 @@ def convert_mask_folders(
         raise DataError(f"{mask_dir}: mask folder not found")
     _pair(
         images,
-        (p.name for p in mask_dir.iterdir() if p.is_dir()),
+        (p.name for p in mask_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
         image_dir,
         mask_dir,
         "mask folder",
