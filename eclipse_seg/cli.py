@@ -248,6 +248,21 @@ def cmd_check_data(args) -> int:
     return 0 if not problems else 1
 
 
+def cmd_convert_masks(args) -> int:
+    from eclipse_seg.data.convert import convert_split
+
+    try:
+        void = [int(v) for v in args.void_values.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--void-values: expected comma-separated integers, got "
+                          f"{args.void_values!r}") from None
+    summary = convert_split(args.split, args.categories, images=args.images, masks=args.masks,
+                            labels=args.labels, instances=args.instances, out_json=args.out_json,
+                            out_pngs=args.out_pngs, overlap=args.overlap, void_values=void)
+    print(summary.format())
+    return 0
+
+
 def cmd_import_official(args) -> int:
     from eclipse_seg.compat.official_checkpoint import import_official
 
@@ -259,7 +274,7 @@ def cmd_import_official(args) -> int:
             raise ConfigError(f"--thing-classes: expected comma-separated integers, got "
                               f"{args.thing_classes!r}") from None
     manifest = import_official(args.weights, args.config, args.output, args.opts, things,
-                               allow_pickle=args.allow_pickle,
+                               categories=args.categories, allow_pickle=args.allow_pickle,
                                official_thing_lookup=args.official_thing_lookup)
     print(f"wrote {args.output}: scenario {manifest['scenario']['name']}, step {manifest['step']}, "
           f"method {manifest['method']}, query groups {manifest['groups']}, classes per step "
@@ -357,6 +372,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print at most this many problems (default 200; 0 = all)")
     cd.set_defaults(func=cmd_check_data)
 
+    cm = sub.add_parser("convert-masks", help="convert one split of your own masks to COCO "
+                        "panoptic (see docs/custom-data.md)")
+    cm.add_argument("split", help="split folder, e.g. mydata/train, holding images/ and masks/ "
+                    "(or labels/ [+ instances/])")
+    cm.add_argument("--categories", required=True,
+                    help="categories JSON: a list of {id, name, isthing} or a COCO panoptic JSON")
+    cm.add_argument("--images", help="image folder (default SPLIT/images)")
+    cm.add_argument("--masks", help="mask folders, one per image (default SPLIT/masks if present)")
+    cm.add_argument("--labels", help="label PNGs of category ids (default SPLIT/labels if present)")
+    cm.add_argument("--instances", help="instance-number PNGs (default SPLIT/instances if present; "
+                    "with --labels only)")
+    cm.add_argument("--out-json", help="default SPLIT/panoptic.json")
+    cm.add_argument("--out-pngs", help="default SPLIT/panoptic")
+    cm.add_argument("--overlap", choices=("error", "void"), default="error",
+                    help="pixels in two masks: an error (default) or unlabelled")
+    cm.add_argument("--void-values", default="0",
+                    help="label values of unlabelled pixels, comma-separated (default 0)")
+    cm.set_defaults(func=cmd_convert_masks)
+
     io = sub.add_parser("import-official", help="convert an official ECLIPSE / Mask2Former "
                         "checkpoint (+ its yaml and KEY VALUE overrides) to an eclipse-seg checkpoint")
     io.add_argument("--weights", required=True,
@@ -370,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     things_from.add_argument("--official-thing-lookup", action="store_true",
                              help="decide thing/stuff as the official panoptic inference does (by "
                                   "position in the class order): its exact outputs, wrong for COCO")
+    io.add_argument("--categories", help="categories JSON (a list of {id, name, isthing} or a COCO "
+                    "panoptic JSON) for a dataset other than ADE20K / COCO: the k-th class is "
+                    "CONT.ORDER value k")
     io.add_argument("--allow-pickle", action="store_true",
                     help="read a .pth with full unpickling (only for files you trust)")
     io.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
