@@ -62,9 +62,9 @@ def loop_decoder(dec, multi_scale, mask_features):
     logits = torch.cat([o.pred_logits for o in outs], 1)
     masks = torch.cat([o.pred_masks for o in outs], 1)
     if dec.num_groups > 1:
-        idx = dec._group_indices(tuple(range(dec.num_groups)), logits.device)
+        idx = dec.group_indices(tuple(range(dec.num_groups)), logits.device)
         logits = manipulate_logits(logits, idx["query_group"], idx["col_group"],
-                                   dec._deltas_for(tuple(range(dec.num_groups))))
+                                   dec.deltas_for(tuple(range(dec.num_groups))))
     return logits, masks
 
 

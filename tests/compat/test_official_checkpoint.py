@@ -94,7 +94,7 @@ def test_load_official_gives_identical_outputs(official, kind):
         out = model(official["images"])
     assert torch.equal(out.pred_logits, official["ref"].pred_logits)
     assert torch.equal(out.pred_masks, official["ref"].pred_masks)
-    assert model.decoder._deltas_for((0, 1, 2)).tolist() == pytest.approx([0.4, 0.5, 0.5])
+    assert model.decoder.deltas_for((0, 1, 2)).tolist() == pytest.approx([0.4, 0.5, 0.5])
     # thing flags from the ADE20K catalog in the class order (ADE: label l = id l + 1)
     from eclipse_seg.data.catalogs import load_catalog
 
