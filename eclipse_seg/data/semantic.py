@@ -256,7 +256,7 @@ class SemanticAsPanoptic:
                 w, h = im.size
         except FileNotFoundError as e:
             raise DataError(f"{path}: image file not found") from e
-        except _PIL_ERRORS as e:
+        except PIL_ERRORS as e:
             raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {e}") from e
         return h, w
 

@@ -174,7 +174,7 @@ def check_semantic_split(
         image_path, label_path = reader.image_path(i), reader.label_path(i)
         image = labels = None
         image = _decoded(problems, image_path, lambda p: read_image_rgb(p, "image"))
-        labels = _decoded(problems, label_path, lambda _: reader.load_label(i))
+        labels = _decoded(problems, label_path, lambda _, i=i: reader.load_label(i))
         if labels is None:
             continue
         if image is not None and image.shape[:2] != labels.shape:

@@ -242,8 +242,8 @@ def test_official_thing_lookup_reaches_the_model(tmp_path):
 def test_import_official_thing_lookup_flag(official, tmp_path):
     """Through `eclipse-seg import-official` (options first, as documented)."""
     from eclipse_seg.cli import main
-    from eclipse_seg.engine.checkpoint import load_checkpoint
     from eclipse_seg.engine.build import load_model
+    from eclipse_seg.engine.checkpoint import load_checkpoint
 
     out = tmp_path / "ours.pt"
     base = ["--weights", str(official["pth"]), "--config", str(official["cfg"]), "--output", str(out)]

@@ -14,8 +14,8 @@ from PIL import Image
 from eclipse_seg.cli import main
 from eclipse_seg.compat.official_checkpoint import build_official, load_official
 from eclipse_seg.data.coco_panoptic import segments_from_id_map, write_coco_panoptic
-from eclipse_seg.engine.checkpoint import load_checkpoint
 from eclipse_seg.engine.build import load_model
+from eclipse_seg.engine.checkpoint import load_checkpoint
 from eclipse_seg.errors import ConfigError, DataError
 
 # 7 classes in the dataset's registration order; ids neither contiguous nor from 1

@@ -15,13 +15,11 @@ import torch
 import torch.distributed as td
 import torch.multiprocessing as mp
 
-from eclipse_seg.config import load_config, resolve_config
-from eclipse_seg.continual import set_deltas
-from eclipse_seg.config import TestConfig
+from eclipse_seg.config import TestConfig, load_config, resolve_config
+from eclipse_seg.continual import grow_for_step, set_deltas
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
 from eclipse_seg.engine.evaluate import evaluate_model
 from eclipse_seg.engine.predictor import Predictor
-from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
-from eclipse_seg.continual import grow_for_step
 from eclipse_seg.engine.train import plan_step, train_step
 from tests.conftest import TINY_MODEL
 

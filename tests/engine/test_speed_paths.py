@@ -8,9 +8,8 @@ import dataclasses
 import torch
 
 from eclipse_seg.config import load_config, resolve_config
-from eclipse_seg.continual import add_step, set_deltas
+from eclipse_seg.continual import add_step, grow_for_step, set_deltas
 from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
-from eclipse_seg.continual import grow_for_step
 from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.model.mask2former import Mask2Former
 from tests.conftest import TINY_MODEL

@@ -13,8 +13,8 @@ from eclipse_seg.errors import ConfigError, DataError
 from eclipse_seg.metrics.panoptic_quality import (
     PanopticEvaluator,
     PQStat,
-    in_points,
     format_pq_table,
+    in_points,
     parse_class_groups,
     pq_compute,
     pq_stat_single,

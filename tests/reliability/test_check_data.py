@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from eclipse_seg.config import load_config, resolve_config
 from eclipse_seg.cli import main
+from eclipse_seg.config import load_config, resolve_config
 from eclipse_seg.engine.check_data import (
     Problem,
     check_config_data,
