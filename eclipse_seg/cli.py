@@ -82,11 +82,11 @@ def cmd_train(args) -> int:
     from eclipse_seg.engine.runner import prepare_run, run
 
     cfg = _load_cfg(args)
-    _threads(args)
     device = dist.init_from_env()
     if device is not None:
         cfg.device = str(device)
     resolve_device(cfg.device)  # an unavailable device fails here, before anything is written
+    _threads(args)
     method = args.method or cfg.continual.method
     steps = None if args.step is None else [args.step]
     inputs = prepare_run(cfg, method, steps)
@@ -138,6 +138,10 @@ def cmd_evaluate(args) -> int:
 
     if args.config and "=" in args.config:  # an override, not a config path
         args.overrides, args.config = [args.config, *args.overrides], None
+    if args.device:
+        from eclipse_seg.engine.build import resolve_device
+
+        resolve_device(args.device)
     _threads(args)
     run = _run_with_overrides(args.weights, args.device or "cpu", args.config, args.overrides)
     cfg, scenario, step = run.cfg, run.scenario, run.step

@@ -368,6 +368,9 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
                     record = {"iteration": it, "loss": loss.item(),
                               "lr": optimizer.param_groups[0]["lr"], **terms}
                     _log(log_path, board, record)
+                    if not progress:  # no bar: one line per log period instead
+                        dist.log(f"step {plan.step} [{plan.method}] iteration {it}/{plan.iterations}"
+                                 f"  loss {record['loss']:.4f}  lr {record['lr']:.3g}")
             if (evaluate_fn is not None and cfg.solver.eval_period > 0
                     and it % cfg.solver.eval_period == 0 and it < plan.iterations):
                 result = evaluate_fn()
