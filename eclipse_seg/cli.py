@@ -77,6 +77,7 @@ def cmd_make_synthetic(args) -> int:
 def cmd_train(args) -> int:
     from eclipse_seg.engine import distributed as dist
     from eclipse_seg.engine.build import resolve_device
+    from eclipse_seg.engine.continual_metrics import plot_class_heatmap
     from eclipse_seg.engine.outputs import claim_output_dir
     from eclipse_seg.engine.results import format_results_table, plot_results
     from eclipse_seg.engine.runner import prepare_run, run
@@ -88,6 +89,10 @@ def cmd_train(args) -> int:
     resolve_device(cfg.device)  # an unavailable device fails here, before anything is written
     _threads(args)
     method = args.method or cfg.continual.method
+    if args.order_seed is not None and args.orders is None:
+        raise ConfigError("--order-seed only applies with --orders K")
+    if args.orders is not None:
+        return _train_orders(args, cfg, method)
     steps = None if args.step is None else [args.step]
     inputs = prepare_run(cfg, method, steps)
     out = Path(cfg.output_dir)
@@ -97,7 +102,34 @@ def cmd_train(args) -> int:
         if dist.rank() == 0:
             print(format_results_table(results))
             plot_results(results, out / "pq_over_steps.png")
-            print(f"results: {out / 'results.json'}  plot: {out / 'pq_over_steps.png'}")
+            plot_class_heatmap(results, out / "class_heatmap.png")
+            print(f"results: {out / 'results.json'}  plot: {out / 'pq_over_steps.png'}  "
+                  f"heat map: {out / 'class_heatmap.png'}")
+    return 0
+
+
+def _train_orders(args, cfg, method: str) -> int:
+    """`train --orders K`: the configured order and K-1 seeded random ones, one run each."""
+    from eclipse_seg.engine import distributed as dist
+    from eclipse_seg.engine.orders import (
+        ORDERS_JSON,
+        ORDERS_PLOT,
+        format_orders_table,
+        plan_orders,
+        run_orders,
+    )
+    from eclipse_seg.engine.outputs import claim_output_dir
+
+    if args.step is not None:
+        raise ConfigError("--step cannot be combined with --orders (each order is a whole run)")
+    seed = 0 if args.order_seed is None else args.order_seed
+    plan = plan_orders(cfg, args.orders, seed, method)
+    with claim_output_dir(plan.out, cfg, overwrite=args.overwrite, resume=args.resume):
+        summary = run_orders(plan, resume=args.resume, progress=not args.no_progress)
+        if dist.rank() == 0:
+            print(format_orders_table(summary))
+            print(f"summary: {plan.out / ORDERS_JSON}  plot: {plan.out / ORDERS_PLOT}  "
+                  f"runs: {plan.out}/order_0 .. order_{args.orders - 1}")
     return 0
 
 
@@ -228,6 +260,19 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from eclipse_seg.engine.build import resolve_device
+    from eclipse_seg.engine.report import write_report
+
+    device = args.device or "cpu"
+    resolve_device(device)
+    _threads(args)
+    path = write_report(args.run_dir, args.output, images=args.images, device=device,
+                        data_root=args.data_root)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained)")
+    return 0
+
+
 def cmd_check_data(args) -> int:
     from eclipse_seg.data.paths import root_note
     from eclipse_seg.engine.check_data import (
@@ -294,7 +339,7 @@ def _compute_options(p: argparse.ArgumentParser, device: bool = True) -> None:
                    "$ECLIPSE_THREADS, else the cores this process may use)")
     if device:
         p.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto (train default: auto = "
-                       "cuda, then mps, then cpu; evaluate / predict default: cpu)")
+                       "cuda, then mps, then cpu; evaluate / predict / report default: cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow an output directory holding results of another config")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one log line per solver.log_period instead")
+    t.add_argument("--orders", type=_count(1), metavar="K",
+                   help="class-order robustness: the configured order plus K-1 seeded random "
+                        "orders (same step sizes), each a full run in OUTPUT/order_<i>, then "
+                        "OUTPUT/orders.json (mean ± std over orders) and OUTPUT/orders.png")
+    t.add_argument("--order-seed", type=int,
+                   help="seed of the random orders of --orders (default 0)")
     _compute_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -364,6 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--workers", type=_count(1), default=1, help="processes (default 1)")
     ep.add_argument("--per-class", action="store_true", help="also print per-class rows")
     ep.set_defaults(func=cmd_evaluate_panoptic)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of a run: results, plots, "
+                        "heat map and step-by-step predictions on validation images")
+    rp.add_argument("run_dir", help="the --output folder of `eclipse-seg train` (or of the demo)")
+    rp.add_argument("--output", help="HTML file to write (default RUN_DIR/report.html)")
+    rp.add_argument("--images", type=_count(0), default=3,
+                    help="validation images shown step by step (default 3; 0 = none)")
+    rp.add_argument("--data-root", help="where the validation data is, when it moved since "
+                    "training (default: the run's data.root)")
+    _compute_options(rp)
+    rp.set_defaults(func=cmd_report)
 
     cd = sub.add_parser("check-data", help="check a config's dataset (both splits + scenario) and "
                         "report every problem at once (exit 1 if any)")

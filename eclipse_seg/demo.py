@@ -13,8 +13,10 @@ from pathlib import Path
 
 from eclipse_seg.config import CONFIG_DIR, load_config
 from eclipse_seg.engine.build import build_datasets
+from eclipse_seg.engine.continual_metrics import plot_class_heatmap
 from eclipse_seg.engine.outputs import claim_output_dir
 from eclipse_seg.engine.predictor import Predictor
+from eclipse_seg.engine.report import write_report
 from eclipse_seg.engine.results import format_results_table, plot_results, write_results
 from eclipse_seg.engine.runner import run
 from eclipse_seg.engine.visualize import save_overlay
@@ -41,8 +43,10 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True) -> dict:
         results["total_seconds"] = round(time.perf_counter() - start, 1)
         write_results(out / "results.json", results)
         plot_results(results, out / "pq_over_steps.png")
+        plot_class_heatmap(results, out / "class_heatmap.png")
         last = len(results["classes_per_step"]) - 1
         _overlays(out / "eclipse" / f"step_{last}" / "final.pt", cfg, out / "overlays")
+        write_report(out)
     print(format_results_table(results))
     print(_verdict(results))
     print(f"\nwrote {out / 'results.json'}, {out / 'pq_over_steps.png'}, {out / 'overlays'}/ "

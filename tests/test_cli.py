@@ -60,6 +60,8 @@ def test_demo_quick(tmp_path):
     assert results["methods"]["finetune"]["steps"][0]["pq_all"] == results["methods"]["eclipse"]["steps"][0]["pq_all"]
     assert (tmp_path / "demo" / "pq_over_steps.png").exists()
     assert len(list((tmp_path / "demo" / "overlays").glob("*.png"))) == 4
+    assert (tmp_path / "demo" / "class_heatmap.png").stat().st_size > 0
+    assert "panels: ground truth, eclipse, finetune, joint" in (tmp_path / "demo" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("bad", [["train"], ["make-synthetic", "--out", "x", "--size", "10"]])

@@ -3,7 +3,9 @@ CLI prints and the PQ-over-steps plot.
 
 Row of a step t: ``{metric}_old`` (classes of steps < t; None at step 0), ``{metric}_new`` (classes
 of step t), ``{metric}_all`` (every seen class), PQ things / stuff, per-class values, trainable and
-total parameters and training seconds; ``metric`` is ``pq`` or, for semantic data, ``miou``.
+total parameters and training seconds; ``metric`` is ``pq`` or, for semantic data, ``miou``. The
+runner adds forgetting and the running avg (`continual_metrics`); the document also holds
+``class_names`` ({id: name}) for tables and figures.
 """
 
 from __future__ import annotations
@@ -93,11 +95,13 @@ def _metric(results: dict) -> tuple[str, str]:
 
 
 def format_results_table(results: dict) -> str:
-    """Methods x steps: PQ (or mIoU) old / new / all, in points ("-": not defined, e.g. old
-    classes at step 0)."""
+    """Methods x steps: PQ (or mIoU) old / new / all, things / stuff, avg (mean all-class value
+    over steps 0..t) and forget (mean forgetting of the old classes), in points ("-": not
+    defined, e.g. old classes at step 0; see `continual_metrics`)."""
     key, name = _metric(results)
-    extra = ("pq_things", "pq_stuff") if key == "pq" else ()
-    heads = [f"{name} old", f"{name} new", f"{name} all"] + [k[3:] for k in extra]
+    extra = (("pq_things", "pq_stuff") if key == "pq" else ()) + (f"{key}_avg", "forgetting_mean")
+    heads = [f"{name} old", f"{name} new", f"{name} all"] + [
+        {"forgetting_mean": "forget"}.get(k, k.split("_")[-1]) for k in extra]
     lines = [f"scenario {results['scenario']}  classes per step {results['classes_per_step']}",
              f"{'method':<10} {'step':>4} " + "".join(f"{h:>8} " for h in heads) + f"{'trainable':>12}"]
 

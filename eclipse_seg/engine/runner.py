@@ -3,7 +3,7 @@ step by step, evaluating after each step and appending to one `results.json`.
 
 Layout of an output directory:
   <out>/<method>/step_<t>/{last.pt, prev.pt, final.pt, log.jsonl}
-  <out>/results.json, <out>/pq_over_steps.png, <out>/config.yaml
+  <out>/results.json, <out>/pq_over_steps.png, <out>/class_heatmap.png, <out>/config.yaml
 A completed step (final.pt + its results entry) is never recomputed.
 """
 
@@ -28,6 +28,7 @@ from eclipse_seg.engine.build import (
 )
 from eclipse_seg.engine.check_data import preflight
 from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
+from eclipse_seg.engine.continual_metrics import add_continual_metrics, class_names_of
 from eclipse_seg.engine.evaluate import evaluate_model
 from eclipse_seg.engine.predictor import Predictor
 from eclipse_seg.engine.results import joint_rows, read_results, step_result, write_results
@@ -83,6 +84,7 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
     train_ds, val_ds, scenario, steps = inputs.train, inputs.val, inputs.scenario, inputs.steps
     thing_ids = inputs.thing_ids
     results = read_results(results_path, scenario)
+    results["class_names"] = class_names_of(train_ds.categories, scenario.order)
     entry = results["methods"].setdefault(method, {"steps": []})
     t_start = time.perf_counter()
     model = None
@@ -129,6 +131,7 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
             row["train_seconds"] = round(stats["train_seconds"], 2)
             entry["steps"] = [e for e in entry["steps"] if e["step"] != row["step"]] + [row]
         entry["steps"].sort(key=lambda e: e["step"])
+        add_continual_metrics(entry["steps"])
         results["total_seconds"] = round(results.get("total_seconds", 0.0) + time.perf_counter() - t_start, 2)
         t_start = time.perf_counter()
         write_results(results_path, results)
