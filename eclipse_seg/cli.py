@@ -57,15 +57,22 @@ def _resolve_config(name: str | None) -> Path | None:
 def cmd_train(args) -> int:
     from eclipse_seg.engine import distributed as dist
     from eclipse_seg.engine.outputs import claim_output_dir
+    from eclipse_seg.engine.pretrained import require_step0_weights
     from eclipse_seg.engine.runner import format_results_table, plot_results, run
 
     cfg = _load_cfg(args)
+    steps = None if args.step is None else [args.step]
+    if args.dry_run:  # the resolved recipe; writes nothing
+        from eclipse_seg.engine.recipe import format_recipe, resolve_recipe
+
+        print(format_recipe(resolve_recipe(cfg, args.method, steps)))
+        return 0
+    require_step0_weights(cfg, args.method, steps)  # before anything is written
     device = dist.init_from_env()
     if device is not None:
         cfg.device = str(device)
     out = Path(cfg.output_dir)
     with claim_output_dir(out, cfg, overwrite=args.overwrite, resume=args.resume):
-        steps = None if args.step is None else [args.step]
         results = run(cfg, args.method, steps, resume=args.resume, progress=not args.no_progress)
         if dist.rank() == 0:
             print(format_results_table(results))
@@ -168,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true",
                    help="allow an output directory holding results of another config")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--dry-run", action="store_true",
+                   help="print the resolved training recipe (parameter groups, schedule, data, "
+                        "weight file) and exit without writing anything")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate",

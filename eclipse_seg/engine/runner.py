@@ -27,6 +27,7 @@ from eclipse_seg.engine import distributed as dist
 from eclipse_seg.engine.check_data import preflight
 from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
 from eclipse_seg.engine.evaluate import evaluate_model, step_groups, step_result
+from eclipse_seg.engine.pretrained import load_step0_weights, require_step0_weights
 from eclipse_seg.engine.train import grow_for_step, plan_step, resolve_device, train_step
 from eclipse_seg.errors import CheckpointError, ConfigError, DataError
 from eclipse_seg.model.mask2former import Mask2Former
@@ -144,6 +145,7 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
     shares one base model between ECLIPSE and fine-tuning, as the paper's comparisons do)."""
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    require_step0_weights(cfg, method, steps, init_from)  # a missing weight file stops us here
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     results_path = results_path or out / "results.json"
@@ -175,7 +177,10 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
             grow_for_step(model, cfg, scenario, step, method, thing_ids)
         model.to(device)
         plan = plan_step(cfg, scenario, step, method)
-        manifest = {**manifest_for(cfg, scenario, step, method, model), "thing_ids": sorted(thing_ids)}
+        pretrained = (load_step0_weights(model, cfg)  # ImageNet weights; their SHA-256 in the manifest
+                      if step == 0 and init_from is None and not final.exists() else {})
+        manifest = {**manifest_for(cfg, scenario, step, method, model), "thing_ids": sorted(thing_ids),
+                    **pretrained}
         if final.exists():  # trained before, not yet evaluated: reuse the weights
             payload = load_checkpoint(final)
             _load_state(model, payload["model"], final)
