@@ -11,6 +11,7 @@ R101 semantic config trains SyncBN in step 0; state-dict keys are the same plus
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from eclipse_seg.model.layers import (  # noqa: F401  (FrozenBatchNorm2d, Conv2d
     make_norm,
 )
 
+_TORCHVISION_KEY = re.compile(r"^(layer[1-4]\.|bn1\.|conv1\.)")
 _BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
@@ -192,7 +194,7 @@ def _torchvision_to_detectron2(key: str) -> str:
     (`res2.0.conv1.norm.weight`), as detectron2's tools/convert-torchvision-to-d2.py does."""
     if key.startswith(("conv1.", "bn1.")):
         return "stem." + key.replace("bn1.", "conv1.norm.")
-    if key.startswith("layer"):
+    if _TORCHVISION_KEY.match(key):
         stage = int(key[5]) + 1
         key = f"res{stage}" + key[6:]
         key = key.replace(".downsample.0.", ".shortcut.").replace(
@@ -225,7 +227,7 @@ def resnet_state_from_file(weights: WeightFile) -> dict[str, torch.Tensor]:
         k = str(k).removeprefix("backbone.")
         if k.startswith(("fc.", "stem.fc.")) or k.endswith("num_batches_tracked"):
             continue
-        if k.startswith(("layer", "bn1.", "conv1.")):
+        if _TORCHVISION_KEY.match(k):
             k = _torchvision_to_detectron2(k)
         state[k] = as_tensor(v)
     return state
