@@ -353,7 +353,7 @@ def _step_text(s: StepRecipe) -> list[str]:
     p = s.plan
     head = (
         f"{s.title}: {len(p.classes)} classes, {p.iterations} iterations, batch "
-        f"{p.batch_size}, lr {p.lr:g}, class weight {p.class_weight:g}"
+        f"{p.batch_size} per process, lr {p.lr:g}, class weight {p.class_weight:g}"
     )
     lines = [
         *textwrap.wrap(head, 100, subsequent_indent="  "),

@@ -37,11 +37,19 @@ def test_table_matches_the_official_scripts():
     for key, (queries, step0, prompts, iters, lr, deltas) in SCRIPTS.items():
         r = OFFICIAL_RECIPES[key]
         assert (r.base_queries, r.step0_iterations, r.prompts, r.iterations, r.lr) == (
-            queries, step0, prompts, iters, lr), key
+            queries,
+            step0,
+            prompts,
+            iters,
+            lr,
+        ), key
         assert list(r.deltas) == deltas, key
     b = OFFICIAL_BENCHMARKS
-    assert (b["ade20k-panoptic"].batch_size, b["ade20k-semantic"].batch_size,
-            b["coco-panoptic"].batch_size) == (8, 16, 16)
+    assert (
+        b["ade20k-panoptic"].batch_size,
+        b["ade20k-semantic"].batch_size,
+        b["coco-panoptic"].batch_size,
+    ) == (8, 16, 16)
     assert b["ade20k-semantic"].norm == "SyncBN" and b["ade20k-panoptic"].norm == "FrozenBN"
     assert b["coco-panoptic"].schedule == "constant" and b["ade20k-semantic"].schedule == "poly"
 
@@ -55,21 +63,31 @@ def test_each_shipped_config_is_its_official_recipe(key):
 
 
 def test_every_shipped_real_config_is_in_the_table():
-    shipped = {str(p.relative_to(CONFIGS).with_suffix("")) for p in CONFIGS.glob("*/*.yaml")
-               if p.parent.name != "synthetic"}
+    shipped = {
+        str(p.relative_to(CONFIGS).with_suffix(""))
+        for p in CONFIGS.glob("*/*.yaml")
+        if p.parent.name != "synthetic"
+    }
     assert shipped == {r.config for r in OFFICIAL_RECIPES.values()}
 
 
 def test_differences_are_named():
-    cfg = load_config(_resolve_config("ade20k/panoptic_r50"), ["continual.scenario=100-10",
-                                                               "model.backbone.weights=none"])
+    cfg = load_config(
+        _resolve_config("ade20k/panoptic_r50"),
+        ["continual.scenario=100-10", "model.backbone.weights=none"],
+    )
     diffs = official_differences(cfg, official_recipe_for(cfg))
     assert "continual.iterations: 12000 (official 16000)" in diffs
     assert any(d.startswith("continual.deltas:") for d in diffs)
     assert "model.backbone.weights: 'none' (official 'R-50.pkl')" in diffs
     # deltas compare as applied: [0.4, 0.6] is the official [0.4, 0.6 x10]
-    assert not [d for d in official_differences(load_config(_resolve_config("ade20k/panoptic_r50")),
-                                                OFFICIAL_RECIPES["ade20k-panoptic", "100-5"])]
+    assert not [
+        d
+        for d in official_differences(
+            load_config(_resolve_config("ade20k/panoptic_r50")),
+            OFFICIAL_RECIPES["ade20k-panoptic", "100-5"],
+        )
+    ]
 
 
 def test_dry_run_prints_the_recipe_and_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -83,11 +101,14 @@ def test_dry_run_prints_the_recipe_and_writes_nothing(tmp_path, monkeypatch, cap
     assert "this config matches it" in flat
     assert f"R-50.pkl: NOT FOUND (looked in: {tmp_path / 'R-50.pkl'})" in flat
     lines = out.splitlines()
-    step0 = lines.index(next(x for x in lines if x.startswith("step 0")))
-    rows = [x.split() for x in lines[step0 + 3: step0 + 7]]
+    header = next(i for i, x in enumerate(lines) if "weight decay  rule" in x)  # step 0's
+    rows = [x.split() for x in lines[header + 1 : header + 5]]
     assert sorted((r[0], r[1], r[2], r[3]) for r in rows) == [
-        ("0.1", "0.05", "decayed", "53"), ("1", "0", "embedding", "3"), ("1", "0", "norm", "90"),
-        ("1", "0.05", "decayed", "209")]
+        ("0.1", "0.05", "decayed", "53"),
+        ("1", "0", "embedding", "3"),
+        ("1", "0", "norm", "90"),
+        ("1", "0.05", "decayed", "209"),
+    ]
     assert "355 tensors: 262 with weight decay, 93 without" in out
     assert "it 0: 0.0001, it 1: 9.99994e-05, it 80000: 5.35887e-05, it 159999: 2.07153e-09" in out
     assert "28 tensors: 18 with weight decay, 10 without" in out  # a prompt step

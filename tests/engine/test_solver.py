@@ -79,8 +79,11 @@ def _merged_adamw(model, lr, solver):
     groups: dict = {}
     for r in param_rules(model, solver):
         groups.setdefault((lr * r.lr_multiplier, r.weight_decay), []).append(r.param)
-    return torch.optim.AdamW([{"params": ps, "lr": a, "weight_decay": w}
-                              for (a, w), ps in groups.items()], lr=lr, foreach=True)
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": a, "weight_decay": w} for (a, w), ps in groups.items()],
+        lr=lr,
+        foreach=True,
+    )
 
 
 def test_prompt_step_update_is_bitwise_the_grouped_one():
@@ -121,13 +124,25 @@ def test_schedule_values(schedule):
 
 @pytest.mark.parametrize("schedule", ["poly", "constant"])
 def test_training_applies_the_schedule(tiny_cfg, tmp_path, schedule):
-    cfg = tiny_cfg("solver.iterations=4", "solver.log_period=1", f"solver.schedule={schedule}",
-                   "solver.backbone_multiplier=1.0")
+    cfg = tiny_cfg(
+        "solver.iterations=4",
+        "solver.log_period=1",
+        f"solver.schedule={schedule}",
+        "solver.backbone_multiplier=1.0",
+    )
     train, _ = build_datasets(cfg)
     scenario = build_scenario(cfg, train)
     model = build_model(cfg, scenario, "eclipse", 0, set())
-    train_step(model, cfg, scenario, plan_step(cfg, scenario, 0, "eclipse"), train, tmp_path,
-               manifest_for(cfg, scenario, 0, "eclipse", model), progress=False)
+    train_step(
+        model,
+        cfg,
+        scenario,
+        plan_step(cfg, scenario, 0, "eclipse"),
+        train,
+        tmp_path,
+        manifest_for(cfg, scenario, 0, "eclipse", model),
+        progress=False,
+    )
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     lr = cfg.solver.lr
     want = [lr * lr_factor(cfg.solver, it, 4) for it in range(4)]
@@ -143,15 +158,31 @@ def test_prompt_step_keeps_frozen_batch_norm_statistics(tiny_cfg, tmp_path):
     scenario = build_scenario(cfg, train)
     model = build_model(cfg, scenario, "eclipse", 0, set())
     stats = model.backbone.res3[0].conv2.norm.running_mean.clone()
-    train_step(model, cfg, scenario, plan_step(cfg, scenario, 0, "eclipse"), train, tmp_path / "0",
-               manifest_for(cfg, scenario, 0, "eclipse", model), progress=False)
+    train_step(
+        model,
+        cfg,
+        scenario,
+        plan_step(cfg, scenario, 0, "eclipse"),
+        train,
+        tmp_path / "0",
+        manifest_for(cfg, scenario, 0, "eclipse", model),
+        progress=False,
+    )
     after_step0 = model.backbone.res3[0].conv2.norm.running_mean.clone()
     assert not torch.equal(after_step0, stats)
     from eclipse_seg.engine.train import grow_for_step
 
     grow_for_step(model, cfg, scenario, 1, "eclipse", set())
     buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
-    train_step(model, cfg, scenario, plan_step(cfg, scenario, 1, "eclipse"), train, tmp_path / "1",
-               manifest_for(cfg, scenario, 1, "eclipse", model), progress=False)
+    train_step(
+        model,
+        cfg,
+        scenario,
+        plan_step(cfg, scenario, 1, "eclipse"),
+        train,
+        tmp_path / "1",
+        manifest_for(cfg, scenario, 1, "eclipse", model),
+        progress=False,
+    )
     assert all(torch.equal(model.state_dict()[k], v) for k, v in buffers.items())
     assert model.training and not model.backbone.training

@@ -102,7 +102,9 @@ def test_torchvision_and_detectron2_layouts_give_equal_outputs(tmp_path):
 
 def test_backbone_prefixed_names_load(tmp_path):
     src = randomise(tiny_resnet())
-    torch.save({"model": {f"backbone.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "m.pth")
+    torch.save(
+        {"model": {f"backbone.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "m.pth"
+    )
     model = tiny_resnet()
     model.load_weights(tmp_path / "m.pth")
     for k, v in src.state_dict().items():
@@ -154,13 +156,16 @@ def test_other_depth_and_shape_mismatch_are_named(tmp_path):
         tiny_resnet().load_weights(tmp_path / "R-101.pkl")
     wider = randomise(tiny_resnet(stem_out_channels=16))
     save_detectron2(wider, tmp_path / "wide.pkl")
-    with pytest.raises(CheckpointError, match=r"stem\.conv1\.weight: file \(16, 3, 7, 7\) vs model"):
+    with pytest.raises(
+        CheckpointError, match=r"stem\.conv1\.weight: file \(16, 3, 7, 7\) vs model"
+    ):
         tiny_resnet().load_weights(tmp_path / "wide.pkl")
 
 
 def test_file_of_another_backbone_is_named(tmp_path):
-    swin = SwinTransformer(SwinConfig(embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 3, 6],
-                                      window_size=4))
+    swin = SwinTransformer(
+        SwinConfig(embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 3, 6], window_size=4)
+    )
     torch.save({"model": swin.state_dict()}, tmp_path / "swin_tiny.pth")
     with pytest.raises(CheckpointError, match="holds no tensor of this ResNet"):
         tiny_resnet().load_weights(tmp_path / "swin_tiny.pth")
@@ -171,9 +176,14 @@ def test_file_of_another_backbone_is_named(tmp_path):
 
 def test_caffe2_msra_weights_are_explained(tmp_path):
     with open(tmp_path / "MSRA-R-50.pkl", "wb") as f:
-        pickle.dump({"conv1_w": np.zeros((64, 3, 7, 7), np.float32),
-                     "res_conv1_bn_s": np.ones(64, np.float32),
-                     "res2_0_branch2a_w": np.zeros((64, 64, 1, 1), np.float32)}, f)
+        pickle.dump(
+            {
+                "conv1_w": np.zeros((64, 3, 7, 7), np.float32),
+                "res_conv1_bn_s": np.ones(64, np.float32),
+                "res2_0_branch2a_w": np.zeros((64, 64, 1, 1), np.float32),
+            },
+            f,
+        )
     with pytest.raises(CheckpointError, match="Caffe2 .*BGR"):
         tiny_resnet().load_weights(tmp_path / "MSRA-R-50.pkl")
 
@@ -240,8 +250,12 @@ def test_find_weights_order(tmp_path, monkeypatch):
 
 
 def test_output_shape_matches_the_features():
-    for model in (tiny_resnet(), SwinTransformer(SwinConfig(embed_dim=24, depths=[2, 2, 2, 2],
-                                                            num_heads=[1, 2, 3, 6], window_size=4))):
+    for model in (
+        tiny_resnet(),
+        SwinTransformer(
+            SwinConfig(embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 3, 6], window_size=4)
+        ),
+    ):
         shapes = model.output_shape()
         assert list(shapes) == ["res2", "res3", "res4", "res5"]
         assert [s.stride for s in shapes.values()] == [4, 8, 16, 32]
@@ -287,7 +301,9 @@ def test_train_keeping_frozen_in_eval():
     parameters inside a trainable module keep training mode."""
     net = torch.nn.Sequential(
         torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)),  # frozen
-        torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5)),
+        torch.nn.Sequential(
+            torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5)
+        ),
     )
     for p in net[0].parameters():
         p.requires_grad_(False)

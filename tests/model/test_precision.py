@@ -11,8 +11,9 @@ from eclipse_seg.model.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecod
 def test_pixel_decoder_ignores_autocast():
     torch.manual_seed(0)
     channels = {"res2": 16, "res3": 32, "res4": 64, "res5": 128}
-    cfg = PixelDecoderConfig(conv_dim=32, mask_dim=32, num_layers=1, num_heads=4, ffn_dim=64,
-                             num_groups=8)
+    cfg = PixelDecoderConfig(
+        conv_dim=32, mask_dim=32, num_layers=1, num_heads=4, ffn_dim=64, num_groups=8
+    )
     decoder = MSDeformAttnPixelDecoder(channels, cfg).eval()
     strides = (4, 8, 16, 32)
     feats = {n: torch.randn(1, c, 64 // s, 64 // s) for (n, c), s in zip(channels.items(), strides)}
@@ -21,7 +22,10 @@ def test_pixel_decoder_ignores_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             half_in = {k: v.bfloat16() for k, v in feats.items()}  # a half-precision backbone
             mask, levels = decoder(half_in)
-            assert torch.nn.functional.linear(torch.ones(1, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+            assert (
+                torch.nn.functional.linear(torch.ones(1, 2), torch.ones(2, 2)).dtype
+                == torch.bfloat16
+            )
     assert mask.dtype == torch.float32 and all(x.dtype == torch.float32 for x in levels)
     exact = {k: v.bfloat16().float() for k, v in feats.items()}
     with torch.no_grad():
