@@ -8,7 +8,7 @@ from pathlib import Path
 
 from eclipse_seg.config import Config
 from eclipse_seg.engine import distributed as dist
-from eclipse_seg.errors import CheckpointError
+from eclipse_seg.errors import CheckpointError, ConfigError
 from eclipse_seg.model.backbone.weights import WeightsLookup, find_weights
 from eclipse_seg.model.mask2former import Mask2Former
 
@@ -23,7 +23,17 @@ def _section(cfg: Config):
 
 
 def lookup_weights(cfg: Config) -> WeightsLookup:
-    """Where the configured weight file is (or that none is wanted)."""
+    """Where the configured weight file is (or that none is wanted). A file named for the backbone
+    the config does not use is an error, not silently ignored."""
+    other = "model.backbone.weights" if cfg.model.backbone_type == "swin" else "model.swin.weights"
+    other_spec = (
+        cfg.model.backbone.weights if cfg.model.backbone_type == "swin" else cfg.model.swin.weights
+    )
+    if other_spec.strip().lower() != "none":
+        raise ConfigError(
+            f"{other}={other_spec!r} but model.backbone_type is "
+            f"{cfg.model.backbone_type!r}: set {weights_key(cfg)} instead"
+        )
     return find_weights(_section(cfg).weights)
 
 

@@ -92,3 +92,34 @@ def test_random_initialisation_is_recorded(tiny_cfg, tmp_path):
     run(cfg, "eclipse", [0], progress=False, evaluate=False)
     payload = load_checkpoint(tmp_path / "run" / "eclipse" / "step_0" / "final.pt")
     assert payload["manifest"]["backbone_weights"] is None
+
+
+def test_swin_weights_come_from_the_swin_section(tmp_path):
+    from eclipse_seg.config import load_config
+    from eclipse_seg.engine.pretrained import load_step0_weights
+    from eclipse_seg.errors import ConfigError
+    from eclipse_seg.model.mask2former import Mask2Former
+
+    swin = [
+        "model.backbone_type=swin",
+        "model.swin.embed_dim=24",
+        "model.swin.depths=[2,2,2,2]",
+        "model.swin.num_heads=[1,2,3,6]",
+        "model.swin.window_size=4",
+    ]
+    torch.manual_seed(1)
+    src = Mask2Former(load_config("configs/synthetic/base.yaml", swin).model).backbone
+    torch.save({"model": src.state_dict()}, tmp_path / "swin.pth")
+    cfg = load_config(
+        "configs/synthetic/base.yaml", [*swin, f"model.swin.weights={tmp_path / 'swin.pth'}"]
+    )
+    torch.manual_seed(2)
+    model = Mask2Former(cfg.model)
+    record = load_step0_weights(model, cfg)["backbone_weights"]
+    assert record["complete"] and record["file"] == str(tmp_path / "swin.pth")
+    assert torch.equal(model.backbone.patch_embed.proj.weight, src.patch_embed.proj.weight)
+    cfg.model.backbone.weights = "R-50.pkl"  # the other backbone's key: refused, not ignored
+    with pytest.raises(
+        ConfigError, match="model.backbone.weights='R-50.pkl' but model.backbone_type"
+    ):
+        load_step0_weights(model, cfg)
