@@ -82,13 +82,18 @@ def cmd_train(args) -> int:
     from eclipse_seg.engine.runner import prepare_run, run
 
     cfg = _load_cfg(args)
+    method = args.method or cfg.continual.method
+    steps = None if args.step is None else [args.step]
+    if args.dry_run:  # the resolved recipe; writes nothing
+        from eclipse_seg.engine.recipe import format_recipe, resolve_recipe
+
+        print(format_recipe(resolve_recipe(cfg, method, steps)))
+        return 0
     device = dist.init_from_env()
     if device is not None:
         cfg.device = str(device)
     resolve_device(cfg.device)  # an unavailable device fails here, before anything is written
     _threads(args)
-    method = args.method or cfg.continual.method
-    steps = None if args.step is None else [args.step]
     inputs = prepare_run(cfg, method, steps)
     out = Path(cfg.output_dir)
     with claim_output_dir(out, cfg, overwrite=args.overwrite, resume=args.resume):
@@ -330,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow an output directory holding results of another config")
     t.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one log line per solver.log_period instead")
+    t.add_argument("--dry-run", action="store_true",
+                   help="print the resolved training recipe (parameter groups, schedule, data, "
+                        "weight file) and exit without writing anything")
     _compute_options(t)
     t.set_defaults(func=cmd_train)
 
