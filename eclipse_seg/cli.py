@@ -83,17 +83,22 @@ def cmd_train(args) -> int:
     from eclipse_seg.engine.runner import prepare_run, run
 
     cfg = _load_cfg(args)
+    method = args.method or cfg.continual.method
+    steps = None if args.step is None else [args.step]
+    if args.dry_run:  # the resolved recipe; writes nothing
+        from eclipse_seg.engine.recipe import format_recipe, resolve_recipe
+
+        print(format_recipe(resolve_recipe(cfg, method, steps)))
+        return 0
     device = dist.init_from_env()
     if device is not None:
         cfg.device = str(device)
     resolve_device(cfg.device)  # an unavailable device fails here, before anything is written
     _threads(args)
-    method = args.method or cfg.continual.method
     if args.order_seed is not None and args.orders is None:
         raise ConfigError("--order-seed only applies with --orders K")
     if args.orders is not None:
         return _train_orders(args, cfg, method)
-    steps = None if args.step is None else [args.step]
     inputs = prepare_run(cfg, method, steps)
     out = Path(cfg.output_dir)
     with claim_output_dir(out, cfg, overwrite=args.overwrite, resume=args.resume):
@@ -381,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "OUTPUT/orders.json (mean ± std over orders) and OUTPUT/orders.png")
     t.add_argument("--order-seed", type=int,
                    help="seed of the random orders of --orders (default 0)")
+    t.add_argument("--dry-run", action="store_true",
+                   help="print the resolved training recipe (parameter groups, schedule, data, "
+                        "weight file) and exit without writing anything")
     _compute_options(t)
     t.set_defaults(func=cmd_train)
 

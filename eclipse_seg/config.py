@@ -88,6 +88,7 @@ class SolverConfig:
     weight_decay_embed: float = 0.0
     backbone_multiplier: float = 0.1
     iterations: int = 160000
+    schedule: str = "poly"  # lr over a step: "poly" (ADE20K) or "constant" (COCO), every step
     poly_power: float = 0.9
     clip_grad_norm: float = 0.01
     amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16", "fp16"
@@ -197,6 +198,8 @@ CHOICES = {  # string keys with a closed set of values
     "data.dataset": DATASETS,
     "data.pipeline": PIPELINES,
     "solver.amp": ("auto", "off", "bf16", "fp16"),
+    "solver.schedule": ("poly", "constant"),
+    "model.backbone.norm": ("FrozenBN", "BN", "SyncBN"),
     "continual.method": METHODS,
     "model.backbone_type": ("resnet", "swin"),
     "loss.class_loss": ("official", "focal"),

@@ -31,6 +31,7 @@ from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
 from eclipse_seg.engine.continual_metrics import add_continual_metrics, class_names_of
 from eclipse_seg.engine.evaluate import evaluate_model
 from eclipse_seg.engine.predictor import Predictor
+from eclipse_seg.engine.pretrained import load_step0_weights, require_step0_weights
 from eclipse_seg.engine.results import joint_rows, read_results, step_result, write_results
 from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.errors import CheckpointError, ConfigError
@@ -53,11 +54,12 @@ class RunInputs:
 
 
 def prepare_run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
-                evaluate: bool = True) -> RunInputs:
-    """Check the method, the data (cheap preflight) and the scenario and its steps; raises before
-    any output is written."""
+                evaluate: bool = True, init_from: Path | None = None) -> RunInputs:
+    """Check the method, step 0's backbone weight file, the data (cheap preflight) and the
+    scenario and its steps; raises before any output is written."""
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    require_step0_weights(cfg, method, steps, init_from)
     preflight(cfg, splits=("train", "val") if evaluate else ("train",), scenario=method != "joint")
     train_ds, val_ds = build_datasets(cfg)
     scenario = build_scenario(cfg, train_ds)
@@ -77,7 +79,7 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
     `init_from`: a step-0 final checkpoint to start from instead of training step 0 (the demo
     shares one base model between ECLIPSE and fine-tuning, as the paper's comparisons do).
     `inputs`: from `prepare_run` (called here when not given)."""
-    inputs = inputs or prepare_run(cfg, method, steps, evaluate=evaluate)
+    inputs = inputs or prepare_run(cfg, method, steps, evaluate=evaluate, init_from=init_from)
     device = resolve_device(cfg.device)
     out = Path(cfg.output_dir)
     results_path = results_path or out / "results.json"
@@ -103,7 +105,10 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
                           cfg.continual.num_prompts)
         model.to(device)
         plan = plan_step(cfg, scenario, step, method)
-        manifest = manifest_for(cfg, scenario, step, method, model, train_ds.categories)
+        pretrained = (load_step0_weights(model, cfg)  # ImageNet weights; their SHA-256 in the manifest
+                      if step == 0 and init_from is None and not final.exists() else {})
+        manifest = {**manifest_for(cfg, scenario, step, method, model, train_ds.categories),
+                    **pretrained}
         if final.exists():  # trained before, not yet evaluated: reuse the weights
             payload = load_checkpoint(final)
             load_state(model, payload["model"], final)

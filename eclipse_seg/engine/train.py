@@ -36,8 +36,10 @@ from eclipse_seg.data.sampling import AspectRatioGroupedBatches, stream_offsets
 from eclipse_seg.data.transforms import augment
 from eclipse_seg.engine import distributed as dist
 from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
+from eclipse_seg.engine.solver import build_adamw, lr_factor
 from eclipse_seg.errors import CheckpointError, TrainingError
 from eclipse_seg.losses import LossConfig, SetCriterion, Target
+from eclipse_seg.model.layers import train_keeping_frozen_in_eval
 from eclipse_seg.model.mask2former import SIZE_DIVISIBILITY, Mask2Former
 from eclipse_seg.scenarios import Scenario, restrict_to_classes, step_training_indices
 
@@ -74,30 +76,21 @@ def plan_step(cfg: Config, scenario: Scenario, step: int, method: str) -> StepPl
                     c.class_weight, True)
 
 
+def set_trainable(model: Mask2Former, plan: StepPlan, cfg: Config) -> list[torch.nn.Parameter]:
+    """requires_grad for this step; returns the trainable parameters. Prompt tuning trains only the
+    step's group (`freeze_for_step`); other steps train everything but the backbone's own frozen
+    stages (`freeze_at` / `frozen_stages`)."""
+    if plan.prompt_tuning:
+        return freeze_for_step(model, plan.step, cfg.continual.train_no_object_head)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.backbone.freeze()
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def build_optimizer(model: Mask2Former, plan: StepPlan, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW; backbone lr x multiplier; no weight decay on norms and embeddings (Mask2Former)."""
-    s = cfg.solver
-    groups: dict[tuple[float, float], list] = {}  # one group per (lr, wd): fused AdamW updates
-    norm_types = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm2d)
-    seen: set[int] = set()
-    for mod_name, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            lr, wd = plan.lr, s.weight_decay
-            if mod_name.startswith("backbone"):
-                lr = lr * s.backbone_multiplier
-            if isinstance(module, norm_types):
-                wd = s.weight_decay_norm
-            elif isinstance(module, torch.nn.Embedding) or name == "level_embed":
-                wd = s.weight_decay_embed
-            elif name in ("relative_position_bias_table", "absolute_pos_embed"):  # Swin
-                wd = 0.0
-            groups.setdefault((lr, wd), []).append(p)
-    return torch.optim.AdamW(
-        [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
-        lr=plan.lr, weight_decay=s.weight_decay, foreach=True)  # CPU default is a loop per tensor
+    """The official AdamW of this step: one group per trainable tensor (see engine.solver)."""
+    return build_adamw(model, plan.lr, cfg.solver)
 
 
 class StepData:
@@ -273,15 +266,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     `evaluate_fn`: called every `solver.eval_period` iterations (rank 0 logs its result)."""
     device = model.device
     seed = cfg.solver.seed
-    if plan.prompt_tuning:
-        params = freeze_for_step(model, plan.step, cfg.continual.train_no_object_head)
-    else:
-        for p in model.parameters():
-            p.requires_grad_(True)
-        params = [p for p in model.parameters() if p.requires_grad]
-        # the FrozenBN buffers are not parameters; honour the backbone's freeze_at
-        model.backbone._freeze(cfg.model.backbone.freeze_at if cfg.model.backbone_type == "resnet"
-                               else cfg.model.swin.frozen_stages)
+    params = set_trainable(model, plan, cfg)
     optimizer = build_optimizer(model, plan, cfg)
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16)
@@ -311,7 +296,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     bar = tqdm(total=plan.iterations, initial=start_iter, desc=f"step {plan.step} [{plan.method}]",
                disable=not progress or rank != 0, dynamic_ncols=True, leave=False)
     last_ckpt = None
-    model.train()
+    train_keeping_frozen_in_eval(model)  # frozen parts run as at inference (no BN statistic drift)
     t0 = time.perf_counter()
     it = start_iter
     stop_at = plan.iterations if max_iterations is None else min(plan.iterations, start_iter + max_iterations)
@@ -329,9 +314,9 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     with _StopRequest() as stop:
         while it < stop_at:
             torch.manual_seed(hash((seed, plan.step, it)) & 0x7FFFFFFF)
-            lr_factor = (1 - it / plan.iterations) ** cfg.solver.poly_power
+            factor = lr_factor(cfg.solver, it, plan.iterations)
             for g in optimizer.param_groups:
-                g["lr"] = g["initial_lr"] * lr_factor
+                g["lr"] = g["initial_lr"] * factor
             images, targets = data.batch(seed, plan.step, it, plan.batch_size, rank, world)
             targets = [Target(t.labels.to(device), t.masks.to(device)) for t in targets]
             with autocast_context(cfg, device):
@@ -374,7 +359,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             if (evaluate_fn is not None and cfg.solver.eval_period > 0
                     and it % cfg.solver.eval_period == 0 and it < plan.iterations):
                 result = evaluate_fn()
-                model.train()
+                train_keeping_frozen_in_eval(model)
                 if rank == 0:
                     _log(log_path, board, {"iteration": it, **{f"eval/{k}": v for k, v in result.items()}})
             if stop.signal is not None:

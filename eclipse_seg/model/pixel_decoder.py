@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eclipse_seg.model.backbone.resnet import Conv2dNorm
+from eclipse_seg.model.layers import Conv2dNorm, c2_xavier_fill
 from eclipse_seg.model.msdeform_attn import MSDeformAttn
 from eclipse_seg.model.position_encoding import sine_position_encoding
 
@@ -28,12 +28,6 @@ class PixelDecoderConfig:
     num_points: int = 4
     ffn_dim: int = 1024
     num_groups: int = 32  # GroupNorm groups
-
-
-def _c2_xavier_fill(conv: nn.Conv2d) -> None:
-    nn.init.kaiming_uniform_(conv.weight, a=1)
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -109,17 +103,27 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.transformer = DeformableTransformer(cfg, n_levels=3)
         self.conv_dim = cfg.conv_dim
         self.mask_features = nn.Conv2d(cfg.conv_dim, cfg.mask_dim, kernel_size=1)
-        _c2_xavier_fill(self.mask_features)
+        c2_xavier_fill(self.mask_features)
         self.adapter_1 = Conv2dNorm(in_channels["res2"], cfg.conv_dim, 1, bias=False,
                                     norm=nn.GroupNorm(cfg.num_groups, cfg.conv_dim))
         self.layer_1 = Conv2dNorm(cfg.conv_dim, cfg.conv_dim, 3, padding=1, bias=False,
                                   norm=nn.GroupNorm(cfg.num_groups, cfg.conv_dim))
-        _c2_xavier_fill(self.adapter_1)
-        _c2_xavier_fill(self.layer_1)
+        c2_xavier_fill(self.adapter_1)
+        c2_xavier_fill(self.layer_1)
 
     def forward(self, features: dict[str, torch.Tensor]):
+        """Always in float32, even inside an autocast region (official: the deformable attention
+        does not support half precision, so the whole pixel decoder runs with autocast off)."""
+        features = {k: v.float() for k, v in features.items()}
+        device_type = features["res2"].device.type
+        if device_type not in ("cuda", "cpu"):  # no autocast there to switch off
+            return self._forward_fp32(features)
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward_fp32(features)
+
+    def _forward_fp32(self, features: dict[str, torch.Tensor]):
         names = list(reversed(self.transformer_in_features))  # res5, res4, res3
-        srcs = [proj(features[n].float()) for proj, n in zip(self.input_proj, names)]
+        srcs = [proj(features[n]) for proj, n in zip(self.input_proj, names)]
         pos = [sine_position_encoding(s, self.conv_dim // 2) for s in srcs]
         multi_scale = self.transformer(srcs, pos)
         lateral = self.adapter_1(features["res2"])

@@ -24,6 +24,7 @@ from tests.real_layouts import (
 
 SMALL = [*TINY_MODEL, "data.train_short_sides=[64]", "data.train_crop_size=64", "test.min_size=64",
          "test.max_size=96", "solver.iterations=2", "continual.iterations=2"]
+SMALL += ["model.backbone.weights=none"]  # tiny widths: no ImageNet file fits; random on purpose
 
 
 @pytest.mark.parametrize("config, make, scenario, metric", [

@@ -278,8 +278,9 @@ def test_load_swin_weights_round_trip(tmp_path):
     torch.save({"model": _official_like_state(src)}, path)
     torch.manual_seed(1)
     dst = tiny_swin()
-    untouched = load_swin_weights(dst, path)
-    assert untouched == sorted(k for k in dst.state_dict() if k[:5] in {
+    report = load_swin_weights(dst, path)
+    assert report.complete
+    assert report.initialised == sorted(k for k in dst.state_dict() if k[:5] in {
         "norm0", "norm1", "norm2", "norm3"})
     for k, v in src.state_dict().items():
         if not k.startswith("norm"):
@@ -297,7 +298,7 @@ def test_load_swin_weights_accepts_backbone_prefix_and_out_norms(tmp_path):
     path = tmp_path / "m2f_backbone.pth"
     torch.save({f"backbone.{k}": v for k, v in src.state_dict().items()}, path)
     dst = tiny_swin()
-    assert load_swin_weights(dst, path) == []
+    assert load_swin_weights(dst, path).initialised == []
     assert torch.equal(dst.norm2.weight, src.norm2.weight)
 
 
