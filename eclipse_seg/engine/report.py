@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import colorsys
-import copy
 import html
 import json
 import tempfile
@@ -117,9 +116,8 @@ def _load(run_dir: Path) -> tuple[dict, dict | None, Path]:
             f"{ORDERS_JSON}); is it the --output folder of `eclipse-seg train`?"
         )
     results = _read_json(path)
-    results = copy.deepcopy(results)
-    for entry in results["methods"].values():  # results of older versions lack them
-        add_continual_metrics(entry["steps"])
+    for entry in results["methods"].values():  # results of older versions lack the metrics
+        add_continual_metrics(entry.setdefault("steps", []))
     return results, orders, base
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 from eclipse_seg.cli import main
+from eclipse_seg.engine.report import write_report
 from tests.engine.conftest import orders_args
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "col", "area", "base", "wbr"}
@@ -120,6 +122,36 @@ def test_report_without_the_data_leaves_a_note(run_with_baseline, tmp_path):
     assert "Validation images are not shown" in page.read_text(encoding="utf-8")
     assert "--data-root" in page.read_text(encoding="utf-8")
     assert len(checker.images) == 2  # the figures only
+
+
+def test_report_of_older_results_computes_the_metrics(tmp_path):
+    """results.json of a version without forgetting / avg, a method never run, no checkpoint."""
+    rows = [
+        {"step": 0, "pq_old": None, "pq_new": 40.0, "pq_all": 40.0, "per_class": {"1": 40.0}},
+        {
+            "step": 1,
+            "pq_old": 10.0,
+            "pq_new": 70.0,
+            "pq_all": 25.0,
+            "per_class": {"1": 10.0, "2": 70.0},
+        },
+    ]
+    (tmp_path / "results.json").write_text(
+        json.dumps(
+            {
+                "scenario": "1,1",
+                "classes_per_step": [1, 1],
+                "class_order": [1, 2],
+                "methods": {"eclipse": {"steps": rows}, "finetune": {}},
+            }
+        )
+    )
+    page = write_report(tmp_path)
+    assert page == tmp_path / "report.html"
+    _check_page(page)
+    text = page.read_text(encoding="utf-8")
+    assert "<td>32.50</td><td>30.00</td>" in text  # avg (40 + 25) / 2, forgetting 40 - 10
+    assert "No checkpoint" in text
 
 
 def test_report_of_a_folder_without_results(tmp_path, capsys):
