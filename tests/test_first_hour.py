@@ -137,7 +137,7 @@ def test_evaluate_prints_one_table(trained, capsys):
     assert "PQ (points): old" in out
 
 
-def test_evaluate_warns_about_foreign_categories(trained, tmp_path, capsys):
+def test_evaluate_refuses_foreign_categories(trained, tmp_path, capsys):
     weights, _ = trained
     main(["make-synthetic", "--out", str(tmp_path / "d"), "--train", "2", "--val", "2"])
     doc = json.loads((tmp_path / "d" / "val" / "panoptic.json").read_text())
@@ -148,8 +148,9 @@ def test_evaluate_warns_about_foreign_categories(trained, tmp_path, capsys):
             s["category_id"] += 100
     (tmp_path / "d" / "val" / "panoptic.json").write_text(json.dumps(doc))
     assert main(["evaluate", "--weights", str(weights), "--no-progress",
-                 f"data.root={tmp_path / 'd'}"]) == 0
-    assert "are not categories of this validation set" in capsys.readouterr().err
+                 f"data.root={tmp_path / 'd'}"]) == 2
+    err = capsys.readouterr().err
+    assert "are not categories of this validation set" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("argv", [["--version"]])
