@@ -187,9 +187,9 @@ def cmd_evaluate(args) -> int:
     known = {c["id"] for c in val.categories}
     foreign = [c for c in scenario.order if c not in known]
     if foreign:
-        print(f"warning: classes {foreign[:10]} of the checkpoint (scenario {scenario.name}) are "
-              f"not categories of this validation set: they score as absent; is it the dataset "
-              f"the model was trained on?", file=sys.stderr)
+        raise ConfigError(f"classes {foreign[:10]} of the checkpoint (scenario {scenario.name}) are "
+                          f"not categories of this validation set ({cfg.data.root}): evaluate it "
+                          "on the dataset it was trained on (or one with the same category ids)")
     summary = evaluate_model(Predictor.from_run(run), val, step, max_images=cfg.data.max_val_images,
                              progress=not args.no_progress,
                              predictions_dir=Path(args.predictions) if args.predictions else None)

@@ -48,9 +48,6 @@ class Mask2Former(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        if cfg.base_classes <= 0:
-            raise ConfigError(f"model.base_classes must be positive to build a model, got "
-                              f"{cfg.base_classes} (the engine sets it from the scenario)")
         if cfg.backbone_type == "resnet":
             self.backbone = ResNet(cfg.backbone)
         elif cfg.backbone_type == "swin":
@@ -58,6 +55,9 @@ class Mask2Former(nn.Module):
         else:
             raise ConfigError(f"model.backbone_type must be 'resnet' or 'swin', got "
                               f"{cfg.backbone_type!r}")
+        if cfg.base_classes <= 0:
+            raise ConfigError(f"model.base_classes must be positive to build a model, got "
+                              f"{cfg.base_classes} (the engine sets it from the scenario)")
         pixel_decoder = MSDeformAttnPixelDecoder(self.backbone.out_channels, cfg.pixel_decoder)
         predictor = MaskedAttentionDecoder(cfg.pixel_decoder.conv_dim, cfg.pixel_decoder.mask_dim,
                                            cfg.decoder, cfg.base_classes)

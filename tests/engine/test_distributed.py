@@ -84,6 +84,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not td.is_available() or not td.is_gloo_available(), reason="needs gloo")
 def test_two_ranks_stay_in_sync_and_evaluate_each_image_once(tiny_data, tmp_path):
     out = tmp_path / "ddp"

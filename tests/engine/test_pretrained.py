@@ -107,7 +107,8 @@ def test_swin_weights_come_from_the_swin_section(tmp_path):
         "model.swin.window_size=4",
     ]
     torch.manual_seed(1)
-    src = Mask2Former(load_config("configs/synthetic/base.yaml", swin).model).backbone
+    swin.append("model.base_classes=9")
+    src = Mask2Former(load_config("synthetic/base", swin).model).backbone
     torch.save({"model": src.state_dict()}, tmp_path / "swin.pth")
     cfg = load_config(
         "configs/synthetic/base.yaml", [*swin, f"model.swin.weights={tmp_path / 'swin.pth'}"]

@@ -32,6 +32,7 @@ SMALL += ["model.backbone.weights=none"]  # tiny widths: no ImageNet file fits; 
     ("coco/panoptic_r50", make_coco_panoptic, "83-50", "pq"),
     ("ade20k/semantic_r101", make_ade20k_semantic, "100-50", "miou"),
 ])
+@pytest.mark.slow
 def test_train_evaluate_predict(config, make, scenario, metric, tmp_path, monkeypatch):
     data = make(tmp_path / "data")
     monkeypatch.setenv("ECLIPSE_DATA", str(data))

@@ -36,6 +36,7 @@ def _losses(step_dir):
     return [json.loads(line)["loss"] for line in (step_dir / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical(tiny_cfg, tmp_path):
     cfg, train, scenario, things = _setup(tiny_cfg)
     plan = plan_step(cfg, scenario, 0, "eclipse")
@@ -56,6 +57,7 @@ def test_resume_is_bitwise_identical(tiny_cfg, tmp_path):
     assert b[:2] == a[:2] and b[-2:] == a[-2:]  # iterations 3-4 replayed identically
 
 
+@pytest.mark.slow
 def test_corrupt_last_checkpoint_falls_back_to_previous(tiny_cfg, tmp_path):
     cfg, train, scenario, things = _setup(tiny_cfg, "solver.iterations=6")
     plan = plan_step(cfg, scenario, 0, "eclipse")
@@ -83,6 +85,7 @@ def test_checkpoint_of_other_run_is_refused(tiny_cfg, tmp_path):
         train_step(model, cfg, scenario, plan, train, tmp_path, other, progress=False)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_step_then_resume_matches_uninterrupted(tiny_data, tmp_path):
     """A real process killed with SIGKILL resumes with `--resume` to the same final weights."""
     from tests.conftest import TINY_MODEL

@@ -21,7 +21,7 @@ from eclipse_seg.model.mask2former import Mask2Former
 @pytest.fixture(scope="module")
 def r50_ade():
     """The real R50 ADE20K panoptic model of the shipped config, random weights."""
-    cfg = load_config("configs/ade20k/panoptic_r50.yaml")
+    cfg = load_config("ade20k/panoptic_r50", ["model.base_classes=100"])
     torch.manual_seed(0)
     return cfg, Mask2Former(cfg.model)
 
@@ -68,7 +68,7 @@ def test_one_group_per_tensor_with_its_lr_and_decay(r50_ade):
 
 
 def test_trained_batch_norm_is_not_decayed():
-    cfg = load_config("configs/synthetic/base.yaml", ["model.backbone.norm=BN"])
+    cfg = load_config("synthetic/base", ["model.backbone.norm=BN", "model.base_classes=9"])
     rules = param_rules(Mask2Former(cfg.model), cfg.solver)
     bn = [r for r in rules if r.name.startswith("backbone.") and ".norm." in r.name]
     assert len(bn) == 2 * 53 and all(r.weight_decay == 0.0 and r.kind == "norm" for r in bn)
@@ -89,7 +89,7 @@ def _merged_adamw(model, lr, solver):
 def test_prompt_step_update_is_bitwise_the_grouped_one():
     """Per-tensor groups change no arithmetic: a prompt step's clipped AdamW updates equal the
     grouped optimiser's bit for bit."""
-    cfg = load_config("configs/synthetic/base.yaml")
+    cfg = load_config("synthetic/base")
     results = []
     for make in (build_adamw, _merged_adamw):
         torch.manual_seed(0)
@@ -170,9 +170,9 @@ def test_prompt_step_keeps_frozen_batch_norm_statistics(tiny_cfg, tmp_path):
     )
     after_step0 = model.backbone.res3[0].conv2.norm.running_mean.clone()
     assert not torch.equal(after_step0, stats)
-    from eclipse_seg.engine.train import grow_for_step
+    from eclipse_seg.continual import grow_for_step
 
-    grow_for_step(model, cfg, scenario, 1, "eclipse", set())
+    grow_for_step(model, scenario.classes_of_step(1), set(), "eclipse", cfg.continual.num_prompts)
     buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     train_step(
         model,

@@ -350,7 +350,8 @@ def test_unknown_backbone_type():
 def test_mask2former_with_tiny_swin_forward_and_optimizer():
     from eclipse_seg.engine.train import StepPlan, build_optimizer
 
-    cfg = load_config(resolve_config("synthetic/base"), TINY_MODEL + TINY_SWIN_OVERRIDES)
+    cfg = load_config(resolve_config("synthetic/base"),
+                      TINY_MODEL + TINY_SWIN_OVERRIDES + ["model.base_classes=9"])
     torch.manual_seed(0)
     model = Mask2Former(cfg.model)
     assert isinstance(model.backbone, SwinTransformer)

@@ -284,6 +284,7 @@ def test_output_dir_of_another_config_and_nothing_deleted(tiny_cfg, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # training: SIGTERM and a non-finite loss
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigterm_saves_checkpoint_and_exits_130(tiny_data, tmp_path):
     from eclipse_seg.engine.checkpoint import load_checkpoint
     from tests.conftest import TINY_MODEL
