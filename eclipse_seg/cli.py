@@ -105,6 +105,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    if args.onnx:  # exported model, torch-free runtime
+        from eclipse_seg.runtime.files import predict_files as predict_onnx_files
+
+        predict_onnx_files(args.onnx, [Path(p) for p in args.images], Path(args.output))
+        print(f"predictions written to {args.output}")
+        return 0
     from eclipse_seg.engine.predict import predict_files
 
     predict_files(args.weights, [Path(p) for p in args.images], Path(args.output),
@@ -136,6 +142,12 @@ def cmd_import_official(args) -> int:
     from eclipse_seg.compat.official_checkpoint import import_official_main
 
     return import_official_main(args.rest)
+
+
+def cmd_export(args) -> int:
+    from eclipse_seg.export.command import export_main
+
+    return export_main(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="panoptic PNG + JSON + overlays for images")
     pr.add_argument("images", nargs="+")
-    pr.add_argument("--weights", required=True)
+    source = pr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="eclipse-seg checkpoint")
+    source.add_argument("--onnx", help="ONNX file from `eclipse-seg export` (runs without torch)")
     pr.add_argument("--output", required=True)
     pr.add_argument("--device")
     pr.set_defaults(func=cmd_predict)
@@ -209,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "[--opts KEY VALUE ...]")
     io.add_argument("rest", nargs=argparse.REMAINDER)
     io.set_defaults(func=cmd_import_official)
+
+    ex = sub.add_parser("export", add_help=False, prefix_chars="+",
+                        help="ONNX / torch.export (.pt2) / safetensors with every prompt group: "
+                             "--weights W --format onnx|exported-program|safetensors --output F "
+                             "[--height H --width W | --dynamic]")
+    ex.add_argument("rest", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_export)
     return p
 
 
