@@ -222,7 +222,13 @@ def cmd_predict(args) -> int:
     # key=value items among the images are overrides (argparse gives every positional to IMAGES)
     overrides = [x for x in args.images if "=" in x and not Path(x).exists()]
     images = [Path(x) for x in args.images if x not in overrides]
-    expand_images(images)  # bad paths fail before the model loads
+    images = expand_images(images)  # bad paths fail before the model loads
+    if args.onnx:  # an exported model, run by the torch-free runtime
+        from eclipse_seg.runtime.files import predict_files as predict_onnx_files
+
+        annotations = predict_onnx_files(args.onnx, images, Path(args.output), threads=args.threads)
+        print(f"{len(annotations)} prediction(s) written to {args.output}")
+        return 0
     _threads(args)
     run = _run_with_overrides(args.weights, args.device or "cpu", None, overrides)
     annotations = predict_files(Path(args.weights), images, Path(args.output),
@@ -347,6 +353,12 @@ def _compute_options(p: argparse.ArgumentParser, device: bool = True) -> None:
                        "cuda, then mps, then cpu; evaluate / predict / report default: cpu)")
 
 
+def cmd_export(args) -> int:
+    from eclipse_seg.export.command import export_main
+
+    return export_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eclipse-seg", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"eclipse-seg {__version__}")
@@ -408,7 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="panoptic PNG + JSON + overlays for images or folders")
     pr.add_argument("images", nargs="+", help="image files and/or folders of images (and optional "
                     "test.* or continual.deltas=[...] overrides)")
-    pr.add_argument("--weights", required=True, help="checkpoint to predict with")
+    source = pr.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="eclipse-seg checkpoint to predict with")
+    source.add_argument("--onnx", help="ONNX file from `eclipse-seg export` (runs without torch)")
     pr.add_argument("--output", required=True, help="folder to write predictions into")
     _compute_options(pr)
     pr.set_defaults(func=cmd_predict)
@@ -486,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                     help="official KEY VALUE overrides, e.g. CONT.TASK 10 CONT.NUM_PROMPTS 10 (last)")
     io.set_defaults(func=cmd_import_official)
+
+    ex = sub.add_parser("export", add_help=False, prefix_chars="+",
+                        help="ONNX / torch.export (.pt2) / safetensors with every prompt group: "
+                             "--weights W --format onnx|exported-program|safetensors --output F "
+                             "[--height H --width W | --dynamic]")
+    ex.add_argument("rest", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_export)
     return p
 
 

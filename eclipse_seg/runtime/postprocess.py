@@ -1,0 +1,136 @@
+"""Panoptic and semantic post-processing in NumPy: the rules of `eclipse_seg.inference`, step for
+step, for the torch-free runtime.
+
+Rules (official Mask2Former / ECLIPSE, sigmoid scores): a query is kept if its best column
+(no-object included) is not no-object and its score > `object_mask_threshold`; its mask logits are
+upsampled to the padded input size, cropped to the image and resized to the output size (bilinear,
+align_corners False); each pixel goes to the kept query with the highest score * mask probability
+and is assigned only where that probability >= 0.5; a query whose owned area is empty or below
+`overlap_threshold` of its own >= 0.5 area is dropped; stuff queries of an already placed class
+join that segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+IGNORE_LABEL = 255
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Float32 logistic function."""
+    x = np.asarray(x, dtype=np.float32)
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def _linear_weights(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices i0, i1 and weight of i1 of every output position, as PyTorch's bilinear
+    kernel computes them (align_corners False: src = (dst + 0.5) * in/out - 0.5 in float32 with
+    one rounding, as its fused multiply-add; clamped at 0)."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    dst = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    src = (np.float64(scale) * dst.astype(np.float64) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = src.astype(np.int64)  # truncation = floor for src >= 0
+    i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
+    return i0, i1, (src - i0.astype(np.float32)).astype(np.float32)
+
+
+def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) float32 -> (N, H, W): F.interpolate(mode="bilinear", align_corners=False) without
+    antialiasing; width first, then height, as PyTorch's kernel."""
+    x = np.asarray(x, dtype=np.float32)
+    out_h, out_w = int(size[0]), int(size[1])
+    if (out_h, out_w) == x.shape[-2:]:
+        return x.copy()
+    c0, c1, lw = _linear_weights(out_w, x.shape[-1])
+    x = x[..., c0] * (np.float32(1.0) - lw) + x[..., c1] * lw
+    r0, r1, lh = _linear_weights(out_h, x.shape[-2])
+    return x[..., r0, :] * (np.float32(1.0) - lh)[:, None] + x[..., r1, :] * lh[:, None]
+
+
+def resize_mask_logits(
+    masks: np.ndarray,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+) -> np.ndarray:
+    """(Q, h, w) mask logits at 1/4 of the padded input -> (Q, H_out, W_out)."""
+    x = resize_bilinear(masks, padded_size)[:, : image_size[0], : image_size[1]]
+    if tuple(output_size) != tuple(image_size):
+        x = resize_bilinear(x, output_size)
+    return x
+
+
+def postprocess(
+    logits: np.ndarray,
+    masks: np.ndarray,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    thing_flags: Sequence[bool],
+    object_mask_threshold: float = 0.0,
+    overlap_threshold: float = 0.0,
+) -> dict:
+    """One image: logits (Q, C+1), masks (Q, h, w) -> {"panoptic_seg" (H, W) int32 (0 = void),
+    "segments_info" [{"id", "category_id" (= label + 1), "label", "isthing", "score"}],
+    "sem_seg" (H, W) int64 of 0-based labels, 255 where no query owns the pixel} — the dict of
+    `Mask2Former.predict`, as NumPy arrays."""
+    logits = np.asarray(logits, dtype=np.float32)
+    num_classes = logits.shape[-1] - 1
+    probs_cls = sigmoid(logits)
+    labels = probs_cls.argmax(-1)
+    scores = np.take_along_axis(probs_cls, labels[:, None], -1)[:, 0]
+    keep = (labels != num_classes) & (scores > object_mask_threshold)
+    h, w = int(output_size[0]), int(output_size[1])
+    panoptic = np.zeros((h, w), dtype=np.int32)
+    sem = np.full((h, w), IGNORE_LABEL, dtype=np.int64)
+    segments: list[dict] = []
+    if not keep.any():
+        return {"panoptic_seg": panoptic, "segments_info": segments, "sem_seg": sem}
+    kept_idx = np.flatnonzero(keep)
+    probs = sigmoid(
+        resize_mask_logits(np.asarray(masks)[kept_idx], padded_size, image_size, output_size)
+    )
+    cur_scores, cur_labels = scores[kept_idx], labels[kept_idx]
+    owner = (cur_scores[:, None, None] * probs).argmax(0)
+    assigned = np.take_along_axis(probs, owner[None], 0)[0] >= 0.5
+    k = len(kept_idx)
+    owned_area = np.bincount(owner.ravel(), minlength=k)
+    area = np.bincount(owner[assigned], minlength=k)
+    conf_area = (probs >= 0.5).reshape(k, -1).sum(1)
+    flags = list(thing_flags)
+    seg_of_query = [0] * k
+    stuff_segment: dict[int, int] = {}
+    for q in range(k):
+        owned, conf, a, label = (
+            int(owned_area[q]),
+            int(conf_area[q]),
+            int(area[q]),
+            int(cur_labels[q]),
+        )
+        isthing = bool(flags[label]) if label < len(flags) else False
+        if owned == 0 or conf == 0 or a == 0 or owned / conf < overlap_threshold:
+            continue
+        if not isthing and label in stuff_segment:
+            seg_of_query[q] = stuff_segment[label]
+            continue
+        seg_of_query[q] = len(segments) + 1
+        if not isthing:
+            stuff_segment[label] = seg_of_query[q]
+        segments.append(
+            {
+                "id": seg_of_query[q],
+                "category_id": label + 1,
+                "label": label,
+                "isthing": isthing,
+                "score": float(cur_scores[q]),
+            }
+        )
+    seg_ids = np.asarray(seg_of_query, dtype=np.int32)[owner]
+    placed = assigned & (seg_ids > 0)
+    panoptic = np.where(placed, seg_ids, panoptic).astype(np.int32)
+    sem = np.where(placed, cur_labels[owner], sem).astype(np.int64)
+    return {"panoptic_seg": panoptic, "segments_info": segments, "sem_seg": sem}
