@@ -14,10 +14,10 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402 - after the importorskip
 
-from eclipse_seg.errors import CheckpointError
-from eclipse_seg.runtime.metadata import FORMAT, METADATA_KEY, OUTPUT_NAMES
+from eclipse_seg.errors import CheckpointError  # noqa: E402
+from eclipse_seg.runtime.metadata import FORMAT, METADATA_KEY, OUTPUT_NAMES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 Q, C = 5, 3  # queries, classes
