@@ -216,8 +216,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from eclipse_seg.engine.predict import expand_images, predict_files
-    from eclipse_seg.engine.predictor import Predictor
+    from eclipse_seg.data.files import expand_images  # torch-free, like the ONNX path below
 
     # key=value items among the images are overrides (argparse gives every positional to IMAGES)
     overrides = [x for x in args.images if "=" in x and not Path(x).exists()]
@@ -229,6 +228,9 @@ def cmd_predict(args) -> int:
         annotations = predict_onnx_files(args.onnx, images, Path(args.output), threads=args.threads)
         print(f"{len(annotations)} prediction(s) written to {args.output}")
         return 0
+    from eclipse_seg.engine.predict import predict_files
+    from eclipse_seg.engine.predictor import Predictor
+
     _threads(args)
     run = _run_with_overrides(args.weights, args.device or "cpu", None, overrides)
     annotations = predict_files(Path(args.weights), images, Path(args.output),

@@ -16,7 +16,10 @@ from PIL import Image
 
 from eclipse_seg.errors import DataError
 
-__all__ = ["PIL_ERRORS", "atomic_write_bytes", "is_file", "is_int", "read_image_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "PIL_ERRORS", "atomic_write_bytes", "expand_images", "is_file", "is_int",
+           "read_image_rgb"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # What Pillow raises for a missing format, a truncated or a corrupt file.
 PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
@@ -75,3 +78,24 @@ def read_image_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     except PIL_ERRORS as e:
         raise DataError(f"{path}: cannot decode {what} (corrupt or truncated?): {e}") from e
     return arr
+
+
+def expand_images(paths: list[Path]) -> list[Path]:
+    """Files as given, folders replaced by their images (sorted); a missing path is a DataError."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                raise DataError(f"{p}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such image file or folder")
+    stems = [p.stem for p in out]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise DataError(f"several input images share the file stem(s) {twice[:10]}: their outputs "
+                        "would overwrite each other; rename them or predict them separately")
+    return out

@@ -12,35 +12,11 @@ import json
 from pathlib import Path
 
 from eclipse_seg.data.coco_panoptic import write_panoptic_png
-from eclipse_seg.data.files import atomic_write_bytes, read_image_rgb
+from eclipse_seg.data.files import atomic_write_bytes, expand_images, read_image_rgb
 from eclipse_seg.engine.predictor import Predictor
 from eclipse_seg.engine.visualize import save_overlay, write_label_png
-from eclipse_seg.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "expand_images", "predict_files"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def expand_images(paths: list[Path]) -> list[Path]:
-    """Files as given, folders replaced by their images (sorted); a missing path is a DataError."""
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-            if not found:
-                raise DataError(f"{p}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise DataError(f"{p}: no such image file or folder")
-    stems = [p.stem for p in out]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
-    if twice:
-        raise DataError(f"several input images share the file stem(s) {twice[:10]}: their outputs "
-                        "would overwrite each other; rename them or predict them separately")
-    return out
+__all__ = ["predict_files"]
 
 
 def predict_files(weights: Path, images: list[Path], out: Path, device: str = "cpu",

@@ -18,7 +18,7 @@ def load_for_export(weights: str | Path):
     or `import-official`) or of a `.safetensors` file written by this command."""
     if str(weights).endswith(".safetensors"):
         return load_safetensors(weights)
-    from eclipse_seg.engine.runner import load_model
+    from eclipse_seg.engine.build import load_model
 
     return load_model(weights)
 

@@ -101,7 +101,7 @@ def load_safetensors(
 ) -> tuple[Mask2Former, Config, Scenario, int, str]:
     """Rebuild the model of a `.safetensors` file: (model in eval mode, config, scenario, step,
     method), as `engine.runner.load_model` returns for a checkpoint."""
-    from eclipse_seg.engine.runner import build_model
+    from eclipse_seg.engine.build import build_model
 
     tensors, m, _ = read_safetensors(path)
     missing = [k for k in ("config", "scenario", "step", "method") if k not in m]

@@ -12,7 +12,7 @@ import torch
 
 from eclipse_seg.config import load_config
 from eclipse_seg.continual import add_step, freeze_for_step
-from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, manifest_for
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
 from eclipse_seg.engine.solver import build_adamw, lr_factor, param_rules
 from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.model.mask2former import Mask2Former

@@ -19,7 +19,7 @@ def exported(tiny_checkpoint, tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
-    from eclipse_seg.engine.runner import load_model
+    from eclipse_seg.engine.build import load_model
     from eclipse_seg.export import deploy_metadata, export_onnx, export_program, trace
 
     model, cfg, scenario, step, method = load_model(tiny_checkpoint)

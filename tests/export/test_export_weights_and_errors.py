@@ -21,7 +21,7 @@ def _images():
 
 def test_safetensors_round_trip_without_pickle(tiny_checkpoint, tmp_path, monkeypatch):
     pytest.importorskip("safetensors")
-    from eclipse_seg.engine.runner import load_model
+    from eclipse_seg.engine.build import load_model
     from eclipse_seg.export import load_safetensors
     from eclipse_seg.runtime.metadata import decode_metadata
 

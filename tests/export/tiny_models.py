@@ -10,8 +10,8 @@ import torch
 
 from eclipse_seg.config import load_config
 from eclipse_seg.data.synthetic import SYNTHETIC_CATEGORIES
+from eclipse_seg.engine.build import build_model, manifest_for
 from eclipse_seg.engine.checkpoint import save_checkpoint
-from eclipse_seg.engine.runner import build_model, manifest_for
 from eclipse_seg.scenarios import parse_scenario
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic" / "base.yaml"
