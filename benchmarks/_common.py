@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def sync(device: torch.device) -> None:
@@ -33,6 +34,32 @@ class Timer:
         sync(self.device)
         self.times.setdefault(name, []).append(time.perf_counter() - t0)
         return out
+
+
+class OpTimes(TorchDispatchMode):
+    """CPU time of the process (time.process_time: robust to other processes on a shared machine,
+    summed over threads) per aten op called inside the context, e.g. {"linear": ns, ...}. Ops are
+    seen below autograd, so a composite op that reaches the dispatcher whole (linear, conv2d) is one
+    entry; the ops it runs internally are inside its time."""
+
+    def __init__(self):
+        super().__init__()
+        self.ns: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        t0 = time.process_time_ns()
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        self.ns[name] = self.ns.get(name, 0) + time.process_time_ns() - t0
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return out
+
+
+def min_op_ms(profiles: list[OpTimes]) -> dict[str, float]:
+    """Per op, the smallest total over several profiled passes (ms): the least disturbed one."""
+    names = {k for p in profiles for k in p.ns}
+    return {k: min(p.ns.get(k, 0) for p in profiles) / 1e6 for k in names}
 
 
 def median_ms(xs: list[float]) -> float:

@@ -307,8 +307,9 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
                 batch = model.preprocess(images)
                 if plan.prompt_tuning:
                     with torch.no_grad():  # the frozen trunk builds no autograd graph
-                        mask_features, multi_scale = model.features(batch)
-                    out = decoder(multi_scale, mask_features, groups=(plan.step,), aux="first")
+                        trunk = model.features(batch)
+                    out = decoder(trunk.multi_scale_features, trunk.mask_features,
+                                  groups=(plan.step,), aux="first")
                 else:
                     groups = (0,)
                     out = forward(batch, groups=groups, aux="all")

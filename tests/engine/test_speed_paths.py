@@ -72,7 +72,8 @@ def test_grouped_decoder_equals_per_group_loop():
     dec = model.decoder
     with torch.no_grad():
         batch = model.preprocess(_images())
-        mask_features, multi_scale = model.features(batch)
+        trunk = model.features(batch)
+        mask_features, multi_scale = trunk.mask_features, trunk.multi_scale_features
         grouped = dec(multi_scale, mask_features, manipulate=False)
         loop = [dec(multi_scale, mask_features, groups=(g,), manipulate=False)
                 for g in range(dec.num_groups)]
@@ -97,6 +98,8 @@ def test_prompt_tuning_builds_no_graph_for_the_frozen_trunk(tiny_cfg):
 
     def hook(name):
         def fn(module, inputs, output):
+            if dataclasses.is_dataclass(output):  # the pixel decoder's typed output
+                output = list(vars(output).values())
             tensors = [t for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t)]
             assert tensors
             seen[name] = any(t.requires_grad for t in tensors) or torch.is_grad_enabled()

@@ -32,20 +32,32 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features) - eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scale_and_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The map as x * scale + shift, both (C,)."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
-        bias = self.bias - self.running_mean * scale
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale, bias = self.scale_and_shift()
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + bias.view(1, -1, 1, 1).to(x.dtype)
 
 
 class Conv2dNorm(nn.Conv2d):
-    """A conv with its norm as a child named `norm` (detectron2's `Conv2d(norm=...)` key layout)."""
+    """A conv with its norm as a child named `norm` (detectron2's `Conv2d(norm=...)` key layout).
+
+    A FrozenBatchNorm2d is an affine map per output channel, so it is folded into the conv's weight
+    and bias (one pass over the activations instead of three; equal within float rounding)."""
 
     def __init__(self, *args, norm: nn.Module | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.norm = norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.norm, FrozenBatchNorm2d):
+            scale, shift = self.norm.scale_and_shift()
+            bias = shift if self.bias is None else shift + self.bias * scale
+            w = self.weight * scale.view(-1, 1, 1, 1).to(self.weight.dtype)
+            return self._conv_forward(x, w, bias.to(self.weight.dtype))
         x = super().forward(x)
         return self.norm(x) if self.norm is not None else x
 
@@ -113,7 +125,11 @@ class ResNetConfig:
 
 
 class ResNet(nn.Module):
-    """Outputs {"res2": stride 4, "res3": 8, "res4": 16, "res5": 32}."""
+    """Outputs {"res2": stride 4, "res3": 8, "res4": 16, "res5": 32}.
+
+    Runs in channels-last memory (weights stored so, the input converted): oneDNN's convolutions
+    work on that layout without reordering their operands, and the outputs (B, C, H, W) are
+    channels-last tensors."""
 
     def __init__(self, cfg: ResNetConfig):
         super().__init__()
@@ -139,6 +155,7 @@ class ResNet(nn.Module):
             in_ch, out_ch, bottleneck = out_ch, out_ch * 2, bottleneck * 2
         self.strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
         self._freeze(cfg.freeze_at)
+        self.to(memory_format=torch.channels_last)
 
     def _freeze(self, freeze_at: int) -> None:
         modules = [self.stem] + [getattr(self, n) for n in self.stage_names]
@@ -147,7 +164,7 @@ class ResNet(nn.Module):
                 p.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(x)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         out = {}
         for name in self.stage_names:
             x = getattr(self, name)(x)
