@@ -21,18 +21,22 @@ def sync(device: torch.device) -> None:
 
 
 class Timer:
-    """Accumulates wall-clock seconds per named stage (device-synchronised)."""
+    """Accumulates wall-clock seconds (`times`) and process CPU seconds (`cpu_times`, summed over
+    threads: far less disturbed by other processes on a shared machine) per named stage
+    (device-synchronised)."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.times: dict[str, list[float]] = {}
+        self.cpu_times: dict[str, list[float]] = {}
 
     def run(self, name: str, fn, *args, **kwargs):
         sync(self.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(*args, **kwargs)
         sync(self.device)
         self.times.setdefault(name, []).append(time.perf_counter() - t0)
+        self.cpu_times.setdefault(name, []).append(time.process_time() - c0)
         return out
 
 
@@ -90,9 +94,12 @@ def peak_mb(device: torch.device, rss_before: float) -> float:
 
 
 def memory_method(device: torch.device) -> str:
-    return ("torch.cuda.max_memory_allocated" if device.type == "cuda"
-            else "ru_maxrss growth in a fresh subprocess (peak RSS after the measured runs minus "
-                 "peak RSS before them)")
+    return (
+        "torch.cuda.max_memory_allocated"
+        if device.type == "cuda"
+        else "ru_maxrss growth in a fresh subprocess (peak RSS after the measured runs minus "
+        "peak RSS before them)"
+    )
 
 
 def describe(device: torch.device) -> str:
@@ -109,10 +116,33 @@ def describe(device: torch.device) -> str:
     return f"cpu:{cpu} ({torch.get_num_threads()} threads)"
 
 
-def run_child(module: str, args: list[str]) -> dict:
-    """Run `python -m module args` in a fresh process; it prints one JSON line last."""
-    out = subprocess.run([sys.executable, "-m", module, *args], check=True, capture_output=True,
-                         text=True)
+def run_child(
+    module: str, args: list[str], eclipse_seg_from: str | None = None, threads: int | None = None
+) -> dict:
+    """Run `python -m module args` in a fresh process; it prints one JSON line last.
+
+    `eclipse_seg_from`: a directory holding another checkout's `eclipse_seg` package (e.g. the
+    revision before a change, from `git worktree add`), imported by the child instead of this
+    one's; the benchmark code stays this checkout's. `threads`: torch.set_num_threads in the child.
+    """
+    setup = [f"torch.set_num_threads({int(threads)})"] if threads else []
+    if (
+        eclipse_seg_from
+    ):  # after importing the benchmark module, so only eclipse_seg comes from there
+        setup.append(f"sys.path.insert(0, {str(Path(eclipse_seg_from).resolve())!r})")
+    code = "; ".join(
+        [
+            f"import runpy, sys, torch, {module}",
+            *setup,
+            f"sys.argv = [{module!r}, *{list(args)!r}]",
+            f"runpy.run_module({module!r}, run_name='__main__')",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(
+            f"benchmark child {module} {' '.join(args)} failed:\n{out.stderr[-3000:]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

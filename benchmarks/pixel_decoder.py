@@ -40,13 +40,19 @@ def child(threads: int, size: int, batch: int, passes: int) -> dict:
     ops: dict[str, list[OpTimes]] = {s: [] for s in STAGES}
     with torch.inference_mode():
         features = model.backbone(x)
-        runs = {"backbone": lambda: model.backbone(x),
-                "pixel_decoder_reference": lambda: pixel_decoder.set_fast(False)(features),
-                "pixel_decoder_fast": lambda: pixel_decoder.set_fast(True)(features)}
+        runs = {
+            "backbone": lambda: model.backbone(x),
+            "pixel_decoder_reference": lambda: pixel_decoder.set_fast(False)(features),
+            "pixel_decoder_fast": lambda: pixel_decoder.set_fast(True)(features),
+        }
         ref, fast = runs["pixel_decoder_reference"](), runs["pixel_decoder_fast"]()  # warm-up
-        diff = max([float((ref.mask_features - fast.mask_features).abs().max())]
-                   + [float((a - b).abs().max()) for a, b in
-                      zip(ref.multi_scale_features, fast.multi_scale_features)])
+        diff = max(
+            [float((ref.mask_features - fast.mask_features).abs().max())]
+            + [
+                float((a - b).abs().max())
+                for a, b in zip(ref.multi_scale_features, fast.multi_scale_features)
+            ]
+        )
         for _ in range(passes):
             for stage, fn in runs.items():
                 c0, w0 = time.process_time(), time.perf_counter()
@@ -56,11 +62,15 @@ def child(threads: int, size: int, batch: int, passes: int) -> dict:
                 with OpTimes() as profile:
                     fn()
                 ops[stage].append(profile)
-    return {"threads": threads, "device": describe(torch.device("cpu")), "max_abs_diff": diff,
-            "wall_ms": {s: 1000 * statistics.median(v) for s, v in wall.items()},
-            "cpu_ms": {s: 1000 * min(v) for s, v in cpu.items()},
-            "ops_ms": {s: min_op_ms(p) for s, p in ops.items()},
-            "op_calls": {s: dict(p[0].calls) for s, p in ops.items()}}
+    return {
+        "threads": threads,
+        "device": describe(torch.device("cpu")),
+        "max_abs_diff": diff,
+        "wall_ms": {s: 1000 * statistics.median(v) for s, v in wall.items()},
+        "cpu_ms": {s: 1000 * min(v) for s, v in cpu.items()},
+        "ops_ms": {s: min_op_ms(p) for s, p in ops.items()},
+        "op_calls": {s: dict(p[0].calls) for s, p in ops.items()},
+    }
 
 
 def op_table(r: dict, top: int = 22) -> str:
@@ -70,8 +80,10 @@ def op_table(r: dict, top: int = 22) -> str:
     for i, k in enumerate(names):
         a, b = ref.get(k, 0.0), fast.get(k, 0.0)
         if i < top:
-            calls = (r["op_calls"]["pixel_decoder_reference"].get(k, 0),
-                     r["op_calls"]["pixel_decoder_fast"].get(k, 0))
+            calls = (
+                r["op_calls"]["pixel_decoder_reference"].get(k, 0),
+                r["op_calls"]["pixel_decoder_fast"].get(k, 0),
+            )
             rows.append([k, a, calls[0], b, calls[1]])
         else:
             rest[0] += a
@@ -82,7 +94,9 @@ def op_table(r: dict, top: int = 22) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", default="1,2")
@@ -95,24 +109,50 @@ def main(argv=None) -> int:
         return 0
     results = []
     for n in [int(t) for t in a.threads.split(",")]:
-        results.append(run_child("benchmarks.pixel_decoder", ["--child", str(n), "--size", str(a.size),
-                                                              "--batch", str(a.batch), "--passes",
-                                                              str(a.passes)]))
+        results.append(
+            run_child(
+                "benchmarks.pixel_decoder",
+                [
+                    "--child",
+                    str(n),
+                    "--size",
+                    str(a.size),
+                    "--batch",
+                    str(a.batch),
+                    "--passes",
+                    str(a.passes),
+                ],
+            )
+        )
         print(f"{n} thread(s) done", file=sys.stderr, flush=True)
-    print(f"{results[0]['device'].split(' (')[0]}; input {a.size}x{a.size}, batch {a.batch}; "
-          f"{a.passes} round-robin passes per stage; wall: median, CPU: min")
+    print(
+        f"{results[0]['device'].split(' (')[0]}; input {a.size}x{a.size}, batch {a.batch}; "
+        f"{a.passes} round-robin passes per stage; wall: median, CPU: min"
+    )
     rows = []
     for r in results:
         bb_wall, bb_cpu = r["wall_ms"]["backbone"], r["cpu_ms"]["backbone"]
         for s in STAGES:
-            rows.append([r["threads"], s, r["wall_ms"][s], r["cpu_ms"][s],
-                         f"{r['wall_ms'][s] / bb_wall:.2f}x", f"{r['cpu_ms'][s] / bb_cpu:.2f}x"])
-    print(table(["threads", "stage", "wall ms", "CPU ms", "wall / backbone", "CPU / backbone"], rows))
+            rows.append(
+                [
+                    r["threads"],
+                    s,
+                    r["wall_ms"][s],
+                    r["cpu_ms"][s],
+                    f"{r['wall_ms'][s] / bb_wall:.2f}x",
+                    f"{r['cpu_ms'][s] / bb_cpu:.2f}x",
+                ]
+            )
+    print(
+        table(["threads", "stage", "wall ms", "CPU ms", "wall / backbone", "CPU / backbone"], rows)
+    )
     for r in results:
         sp_w = r["wall_ms"]["pixel_decoder_reference"] / r["wall_ms"]["pixel_decoder_fast"]
         sp_c = r["cpu_ms"]["pixel_decoder_reference"] / r["cpu_ms"]["pixel_decoder_fast"]
-        print(f"\n{r['threads']} thread(s): fast pixel decoder {sp_w:.2f}x (wall) / {sp_c:.2f}x (CPU) "
-              f"faster than the reference; max |fast - reference| = {r['max_abs_diff']:.1e}")
+        print(
+            f"\n{r['threads']} thread(s): fast pixel decoder {sp_w:.2f}x (wall) / {sp_c:.2f}x (CPU) "
+            f"faster than the reference; max |fast - reference| = {r['max_abs_diff']:.1e}"
+        )
         print(f"process CPU ms per aten op (min over {a.passes} passes), {r['threads']} thread(s):")
         print(op_table(r))
     write_json(a.json, {"size": a.size, "batch": a.batch, "results": results})

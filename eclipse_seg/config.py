@@ -90,6 +90,10 @@ class ContinualConfig:
     batch_size: int = 0  # 0 = solver.batch_size
     class_weight: float = 10.0
     train_no_object_head: bool = True  # official quirk: the shared no-object head stays trainable
+    # precision of the frozen trunk (backbone + pixel decoder) at prompt-tuning steps: "auto" = as
+    # solver.amp; "off" = float32; "bf16" / "fp16" = that autocast, on CPU too (bf16 is fast on
+    # CPUs with AVX512-BF16 / AMX)
+    trunk_amp: str = "auto"
 
 
 @dataclass
@@ -168,6 +172,7 @@ METHODS = ("eclipse", "finetune", "joint")  # continual.method / --method
 CHOICES = {  # string keys with a closed set of values
     "data.dataset": DATASETS,
     "solver.amp": ("auto", "off", "bf16", "fp16"),
+    "continual.trunk_amp": ("auto", "off", "bf16", "fp16"),
     "continual.method": METHODS,
     "model.backbone_type": ("resnet", "swin"),
     "loss.class_loss": ("official", "focal"),

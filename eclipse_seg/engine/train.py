@@ -30,6 +30,7 @@ from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
 from eclipse_seg.errors import CheckpointError, TrainingError
 from eclipse_seg.losses import LossConfig, SetCriterion, Target
 from eclipse_seg.model.mask2former import SIZE_DIVISIBILITY, Mask2Former
+from eclipse_seg.model.pixel_decoder import PixelDecoderOutput
 from eclipse_seg.scenarios import Scenario, restrict_to_classes, step_training_indices
 
 
@@ -181,6 +182,19 @@ def autocast_context(cfg: Config, device: torch.device):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def frozen_trunk_features(model: Mask2Former, batch: torch.Tensor, cfg: Config) -> PixelDecoderOutput:
+    """The frozen trunk's output at a prompt-tuning step: no autograd graph, and the precision of
+    `continual.trunk_amp` ("auto": the surrounding autocast of solver.amp; otherwise float32 or that
+    autocast, with float32 outputs for the decoder)."""
+    mode = cfg.continual.trunk_amp
+    with torch.no_grad():
+        if mode == "auto":
+            return model.features(batch)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        with torch.autocast(device_type=batch.device.type, dtype=dtype, enabled=dtype is not None):
+            return model.features(batch).float()
+
+
 class _StopRequest:
     """SIGINT/SIGTERM set a flag; the loop checkpoints and exits at the end of the iteration."""
 
@@ -306,8 +320,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             with autocast_context(cfg, device):
                 batch = model.preprocess(images)
                 if plan.prompt_tuning:
-                    with torch.no_grad():  # the frozen trunk builds no autograd graph
-                        trunk = model.features(batch)
+                    trunk = frozen_trunk_features(model, batch, cfg)
                     out = decoder(trunk.multi_scale_features, trunk.mask_features,
                                   groups=(plan.step,), aux="first")
                 else:

@@ -48,6 +48,12 @@ class PixelDecoderOutput:
     mask_features: torch.Tensor
     multi_scale_features: list[torch.Tensor]
 
+    def float(self) -> PixelDecoderOutput:
+        """Both outputs in float32 (after a reduced-precision trunk)."""
+        return PixelDecoderOutput(
+            self.mask_features.float(), [f.float() for f in self.multi_scale_features]
+        )
+
     def __iter__(self) -> Iterator:
         """Unpacks as `mask_features, multi_scale_features` (for code written against a tuple)."""
         return iter((self.mask_features, self.multi_scale_features))
@@ -62,12 +68,13 @@ def _c2_xavier_fill(conv: nn.Conv2d) -> None:
 class DeformableEncoderLayer(nn.Module):
     """Post-norm: x + MSDeformAttn(x + pos) -> LN -> x + FFN(x) -> LN.
 
-    Without autograd and autocast, the fast path (`self_attn.use_gather`) computes the same sums
-    with fewer passes over memory: the layer runs in chunks of queries whose intermediates stay in
-    cache, and each bias and residual is added to an output before an in-place matmul accumulates
-    into it (equal within float rounding)."""
+    Without autograd, the fast path (`self_attn.use_gather`) runs the layer in chunks of queries
+    whose intermediates (sampling coordinates, taps, FFN activations) stay in cache (when
+    single-threaded); in float32 it
+    also adds each bias and residual to an output before an in-place matmul accumulates into it.
+    Equal within float rounding."""
 
-    query_chunk = 1024  # queries (all images of the batch together) per chunk of the fused path
+    query_chunk = 1024  # queries (all images together) per chunk of the chunked path, one thread
 
     def __init__(self, d_model: int, ffn_dim: int, n_levels: int, n_heads: int, n_points: int):
         super().__init__()
@@ -77,35 +84,53 @@ class DeformableEncoderLayer(nn.Module):
         self.linear2 = nn.Linear(ffn_dim, d_model)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
-                spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+    ) -> torch.Tensor:
         """src (B, S, C), pos (B or 1, S, C), reference_points (B or 1, S, L, 2) -> (B, S, C)."""
-        if (self.self_attn.use_gather and not torch.is_grad_enabled()
-                and not _autocast_enabled(src.device.type)):
-            return self._forward_fused(src, pos, reference_points, spatial_shapes)
+        if self.self_attn.use_gather and not torch.is_grad_enabled():
+            return self._forward_chunked(src, pos, reference_points, spatial_shapes)
         src = self.norm1(src + self.self_attn(src + pos, reference_points, src, spatial_shapes))
         return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
 
-    def _forward_fused(self, src, pos, reference_points, spatial_shapes) -> torch.Tensor:
-        """The layer in chunks of queries: every intermediate of a chunk (sampling coordinates,
-        taps, FFN hidden activations) stays in cache. All chunks read the whole value table."""
-        b, s, c = src.shape
-        attn, proj = self.self_attn, self.self_attn.output_proj
-        table = attn.value_table(src, spatial_shapes)
+    def _forward_chunked(self, src, pos, reference_points, spatial_shapes) -> torch.Tensor:
+        b, s, _ = src.shape
+        attn = self.self_attn
+        table = attn.value_table(src, spatial_shapes)  # every chunk reads all of it
         ref = attn.reference_pixels(reference_points, spatial_shapes)
+        # in-place matmuls skip autocast: under it the layer keeps its plain form
+        fused = not _autocast_enabled(src.device.type)
         out = torch.empty_like(src)
-        step = max(1, self.query_chunk // b)
+        # chunks help a single thread's caches; with more threads each chunk's many small ops
+        # multiply the synchronisation of parallel regions (much slower on a loaded machine)
+        step = max(1, self.query_chunk // b) if torch.get_num_threads() == 1 else s
         for q0 in range(0, s, step):
-            x = src[:, q0: q0 + step]
-            n = x.shape[0] * x.shape[1]
-            sampled = attn.sample_table(x + pos[:, q0: q0 + step], ref[:, q0: q0 + step], table,
-                                        spatial_shapes)
-            y = torch.add(x, proj.bias).view(n, c).addmm_(sampled.view(n, c), proj.weight.t())
-            y = self.norm1(y)
-            hidden = F.linear(y, self.linear1.weight).add_(self.linear1.bias).relu_()
-            y = torch.add(y, self.linear2.bias).addmm_(hidden, self.linear2.weight.t())
-            out[:, q0: q0 + step] = self.norm2(y).view(x.shape)
+            x = src[:, q0 : q0 + step]
+            sampled = attn.sample_table(
+                x + pos[:, q0 : q0 + step], ref[:, q0 : q0 + step], table, spatial_shapes
+            )
+            y = self._fused_rest(x, sampled) if fused else self._plain_rest(x, sampled)
+            out[:, q0 : q0 + step] = y.view(x.shape)
         return out
+
+    def _plain_rest(self, x: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
+        """The layer after the sampling, as written in `forward`."""
+        y = self.norm1(x + self.self_attn.output_proj(sampled))
+        return self.norm2(y + self.linear2(F.relu(self.linear1(y))))
+
+    def _fused_rest(self, x: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
+        """`_plain_rest` with every bias and residual added before an in-place matmul: no bias
+        broadcast copy, no separate residual pass."""
+        n, c = x.shape[0] * x.shape[1], x.shape[2]
+        proj = self.self_attn.output_proj
+        y = torch.add(x, proj.bias).view(n, c).addmm_(sampled.view(n, c), proj.weight.t())
+        y = self.norm1(y)
+        hidden = F.linear(y, self.linear1.weight).add_(self.linear1.bias).relu_()
+        return self.norm2(torch.add(y, self.linear2.bias).addmm_(hidden, self.linear2.weight.t()))
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -116,14 +141,18 @@ def _autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+        return (
+            torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+        )
 
 
 class DeformableEncoder(nn.Module):
     def __init__(self, cfg: PixelDecoderConfig, n_levels: int):
         super().__init__()
         self.layers = nn.ModuleList(
-            DeformableEncoderLayer(cfg.conv_dim, cfg.ffn_dim, n_levels, cfg.num_heads, cfg.num_points)
+            DeformableEncoderLayer(
+                cfg.conv_dim, cfg.ffn_dim, n_levels, cfg.num_heads, cfg.num_points
+            )
             for _ in range(cfg.num_layers)
         )
 
@@ -142,8 +171,14 @@ class DeformableTransformer(nn.Module):
         shapes = [(int(s.shape[-2]), int(s.shape[-1])) for s in srcs]
         flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # (B, S, C)
         num_pos_feats = self.level_embed.shape[1] // 2
-        lvl_pos = torch.cat([sine_position_encoding(s[:1], num_pos_feats).flatten(2).transpose(1, 2)
-                             + self.level_embed[i].view(1, 1, -1) for i, s in enumerate(srcs)], 1)
+        lvl_pos = torch.cat(
+            [
+                sine_position_encoding(s[:1], num_pos_feats).flatten(2).transpose(1, 2)
+                + self.level_embed[i].view(1, 1, -1)
+                for i, s in enumerate(srcs)
+            ],
+            1,
+        )
         ref = reference_points(tuple(shapes), flat.dtype, flat.device)
         out = flat
         for layer in self.encoder.layers:
@@ -153,8 +188,9 @@ class DeformableTransformer(nn.Module):
         return [m.transpose(1, 2).reshape(b, c, h, w) for m, (h, w) in zip(maps, shapes)]
 
 
-def reference_points(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype,
-                     device: torch.device) -> torch.Tensor:
+def reference_points(
+    shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """Pixel centres of every level, normalised to [0, 1]: (1, S, L, 2) (x, y), the same point for
     each level since there is no padding mask (valid ratios 1). Cached per size (a constant)."""
     if torch.compiler.is_compiling():
@@ -187,8 +223,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.transformer_in_features = ["res3", "res4", "res5"]
         self.input_proj = nn.ModuleList()
         for name in reversed(self.transformer_in_features):
-            proj = nn.Sequential(nn.Conv2d(in_channels[name], cfg.conv_dim, kernel_size=1),
-                                 nn.GroupNorm(cfg.num_groups, cfg.conv_dim))
+            proj = nn.Sequential(
+                nn.Conv2d(in_channels[name], cfg.conv_dim, kernel_size=1),
+                nn.GroupNorm(cfg.num_groups, cfg.conv_dim),
+            )
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.zeros_(proj[0].bias)
             self.input_proj.append(proj)
@@ -196,10 +234,21 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.conv_dim = cfg.conv_dim
         self.mask_features = nn.Conv2d(cfg.conv_dim, cfg.mask_dim, kernel_size=1)
         _c2_xavier_fill(self.mask_features)
-        self.adapter_1 = Conv2dNorm(in_channels["res2"], cfg.conv_dim, 1, bias=False,
-                                    norm=nn.GroupNorm(cfg.num_groups, cfg.conv_dim))
-        self.layer_1 = Conv2dNorm(cfg.conv_dim, cfg.conv_dim, 3, padding=1, bias=False,
-                                  norm=nn.GroupNorm(cfg.num_groups, cfg.conv_dim))
+        self.adapter_1 = Conv2dNorm(
+            in_channels["res2"],
+            cfg.conv_dim,
+            1,
+            bias=False,
+            norm=nn.GroupNorm(cfg.num_groups, cfg.conv_dim),
+        )
+        self.layer_1 = Conv2dNorm(
+            cfg.conv_dim,
+            cfg.conv_dim,
+            3,
+            padding=1,
+            bias=False,
+            norm=nn.GroupNorm(cfg.num_groups, cfg.conv_dim),
+        )
         _c2_xavier_fill(self.adapter_1)
         _c2_xavier_fill(self.layer_1)
         # channels-last convolutions, like the ResNet's: the FPN step at 1/4 resolution is ~20%
@@ -219,15 +268,23 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> PixelDecoderOutput:
         names = list(reversed(self.transformer_in_features))  # res5, res4, res3
-        srcs = [proj(_channels_last(features[n].float())) for proj, n in zip(self.input_proj, names)]
+        srcs = [
+            proj(_channels_last(features[n].float())) for proj, n in zip(self.input_proj, names)
+        ]
         multi_scale = self.transformer(srcs)
         lateral = self.adapter_1(_channels_last(features["res2"]))
         # bilinear upsampling is ~4x faster on NCHW than on channels-last input (same arithmetic)
-        up = F.interpolate(multi_scale[-1].contiguous(), size=lateral.shape[-2:], mode="bilinear",
-                           align_corners=False)
+        up = F.interpolate(
+            multi_scale[-1].contiguous(),
+            size=lateral.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
         fpn = lateral + _channels_last(up)
         fpn = F.relu_(self.layer_1(fpn))
-        if self.fast:  # contiguous (NCHW) mask features: the decoder's mask einsum is faster on them
+        if (
+            self.fast
+        ):  # contiguous (NCHW) mask features: the decoder's mask einsum is faster on them
             return PixelDecoderOutput(conv1x1_to_contiguous(fpn, self.mask_features), multi_scale)
         return PixelDecoderOutput(self.mask_features(fpn), multi_scale)
 

@@ -11,8 +11,9 @@ import math
 import torch
 
 
-def sine_position_encoding(x: torch.Tensor, num_pos_feats: int, temperature: float = 10000.0,
-                           scale: float = 2 * math.pi) -> torch.Tensor:
+def sine_position_encoding(
+    x: torch.Tensor, num_pos_feats: int, temperature: float = 10000.0, scale: float = 2 * math.pi
+) -> torch.Tensor:
     """(B, C, H, W) feature map -> (B, 2*num_pos_feats, H, W) encoding (y features, then x).
 
     The result is a read-only broadcast view (batch stride 0) of a cached constant: add it to other
@@ -23,12 +24,23 @@ def sine_position_encoding(x: torch.Tensor, num_pos_feats: int, temperature: flo
     return table.expand(b, -1, -1, -1)
 
 
-def _compute(h: int, w: int, num_pos_feats: int, temperature: float, scale: float,
-             dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _compute(
+    h: int,
+    w: int,
+    num_pos_feats: int,
+    temperature: float,
+    scale: float,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
     """(1, 2*num_pos_feats, H, W), computed in float32 then cast."""
     eps = 1e-6
-    y_embed = torch.arange(1, h + 1, dtype=torch.float32, device=device).view(1, h, 1).expand(1, h, w)
-    x_embed = torch.arange(1, w + 1, dtype=torch.float32, device=device).view(1, 1, w).expand(1, h, w)
+    y_embed = (
+        torch.arange(1, h + 1, dtype=torch.float32, device=device).view(1, h, 1).expand(1, h, w)
+    )
+    x_embed = (
+        torch.arange(1, w + 1, dtype=torch.float32, device=device).view(1, 1, w).expand(1, h, w)
+    )
     y_embed = y_embed / (h + eps) * scale
     x_embed = x_embed / (w + eps) * scale
     dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=device)

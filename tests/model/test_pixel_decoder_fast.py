@@ -70,8 +70,9 @@ def test_gather_index_arithmetic_in_float64_when_float32_is_not_exact(monkeypatc
     weights = torch.rand(2, 30, 8, 3, 4, generator=g)
     expected = ms_deform_attn_core(value, SHAPES, loc, weights)
     monkeypatch.setattr(msda, "_FLOAT32_EXACT_INT", 16)
-    torch.testing.assert_close(_gather_from_locations(value, SHAPES, loc, weights), expected,
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        _gather_from_locations(value, SHAPES, loc, weights), expected, atol=1e-5, rtol=0
+    )
 
 
 def _perturbed(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -116,13 +117,16 @@ def _r50_pixel_decoder(num_layers: int = 2) -> MSDeformAttnPixelDecoder:
 
 def _features(b: int, h: int, w: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {name: torch.randn(b, c, h // s, w // s, generator=g)
-            for (name, c), s in zip(R50_CHANNELS.items(), (4, 8, 16, 32))}
+    return {
+        name: torch.randn(b, c, h // s, w // s, generator=g)
+        for (name, c), s in zip(R50_CHANNELS.items(), (4, 8, 16, 32))
+    }
 
 
 def _max_diff(a: PixelDecoderOutput, b: PixelDecoderOutput) -> float:
-    pairs = [(a.mask_features, b.mask_features)] + list(zip(a.multi_scale_features,
-                                                            b.multi_scale_features))
+    pairs = [(a.mask_features, b.mask_features)] + list(
+        zip(a.multi_scale_features, b.multi_scale_features)
+    )
     return max(float((x - y).detach().abs().max()) for x, y in pairs)
 
 
@@ -143,7 +147,8 @@ def test_pixel_decoder_fast_path_equals_reference_path(query_chunk, monkeypatch)
         assert isinstance(ref, PixelDecoderOutput)
         assert ref.mask_features.shape == (2, 256, size[0] // 4, size[1] // 4)
         assert [tuple(f.shape[-2:]) for f in ref.multi_scale_features] == [
-            (size[0] // s, size[1] // s) for s in (32, 16, 8)]
+            (size[0] // s, size[1] // s) for s in (32, 16, 8)
+        ]
         scale = max(float(f.abs().max()) for f in [ref.mask_features, *ref.multi_scale_features])
         assert _max_diff(fused, ref) <= 1e-5 * scale
         assert _max_diff(gather, ref) <= 1e-5 * scale
@@ -173,7 +178,10 @@ def test_pixel_decoder_fast_path_gradients_equal_reference():
     for fast in (False, True):
         pd.set_fast(fast).zero_grad()
         out = pd(feats)
-        (out.mask_features.square().mean() + sum(f.square().mean() for f in out.multi_scale_features)).backward()
+        (
+            out.mask_features.square().mean()
+            + sum(f.square().mean() for f in out.multi_scale_features)
+        ).backward()
         grads.append({n: p.grad.clone() for n, p in pd.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
     for name, g in grads[0].items():
@@ -202,12 +210,15 @@ def test_output_unpacks_like_the_former_tuple():
 
 
 def test_bf16_autocast_runs_the_gather_path_close_to_float32():
-    """Under CPU bf16 autocast the sampling arithmetic stays float32 (the fused path steps aside)."""
+    """Under CPU bf16 autocast (a reduced-precision frozen trunk) the chunked layers keep their
+    plain form and the sampling arithmetic stays float32: the result is bf16-close."""
     pd = _r50_pixel_decoder(num_layers=1)
     feats = _features(1, 64, 64, seed=4)
     with torch.no_grad():
         exact = pd(feats)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = pd(feats)
-    rel = float((low.mask_features.float() - exact.mask_features).norm() / exact.mask_features.norm())
+    rel = float(
+        (low.mask_features.float() - exact.mask_features).norm() / exact.mask_features.norm()
+    )
     assert rel < 0.05
