@@ -28,7 +28,7 @@ def _model(base: int, new: int, prompts: int, tiny: bool):
     from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
 
     torch.manual_seed(0)
-    cfg = load_config("configs/synthetic/base.yaml").model if tiny else ModelConfig()
+    cfg = load_config("synthetic/base").model if tiny else ModelConfig()
     cfg.base_classes = base
     model = Mask2Former(cfg)
     add_step(model, new, prompts)
@@ -72,7 +72,7 @@ def train_variant(name: str, overrides: list[str], data: Path, out: Path, iters:
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    cfg = load_config("configs/synthetic/base.yaml", [
+    cfg = load_config("synthetic/base", [
         f"data.root={data}", f"output_dir={out / name}", "device=cuda",
         f"solver.iterations={iters}", f"continual.iterations={prompt_iters}",
         "solver.checkpoint_period=100000", "solver.log_period=10", *overrides])

@@ -36,9 +36,9 @@ from benchmarks._common import (
 def _setup(root: Path, device: torch.device):
     from eclipse_seg.config import load_config
     from eclipse_seg.continual import set_deltas
-    from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario
+    from eclipse_seg.engine.build import build_datasets, build_model, build_scenario
 
-    cfg = load_config("configs/synthetic/base.yaml", [f"data.root={root}", f"output_dir={root}/run"])
+    cfg = load_config("synthetic/base", [f"data.root={root}", f"output_dir={root}/run"])
     train, val = build_datasets(cfg)
     scenario = build_scenario(cfg, train)
     things = {c["id"] for c in train.categories if c["isthing"]}
@@ -49,6 +49,7 @@ def _setup(root: Path, device: torch.device):
 
 def child(root: Path, n: int, device: torch.device, mode: str) -> dict:
     from eclipse_seg.engine.evaluate import evaluate_model
+    from eclipse_seg.engine.predictor import Predictor
     from eclipse_seg.metrics.panoptic_quality import PanopticEvaluator
 
     cfg, val, scenario, model = _setup(root, device)
@@ -67,13 +68,12 @@ def child(root: Path, n: int, device: torch.device, mode: str) -> dict:
             ev.add(ids, segs, p, psegs)
         dt = time.perf_counter() - t0
         return {"mode": mode, "images": n, "seconds": dt, "images_per_s": n / dt}
-    evaluate_model(model, val, scenario, 1, batch_size=cfg.test.batch_size, max_images=4,
-                   progress=False)  # warm-up
+    predictor = Predictor(model, scenario, cfg.test)
+    evaluate_model(predictor, val, 1, max_images=4, progress=False)  # warm-up
     reset_peak(device)
     rss0 = maxrss_mb()
     t0 = time.perf_counter()
-    summary = evaluate_model(model, val, scenario, 1, batch_size=cfg.test.batch_size, max_images=n,
-                             progress=False)
+    summary = evaluate_model(predictor, val, 1, max_images=n, progress=False)
     dt = time.perf_counter() - t0
     return {"mode": mode, "images": summary.get("num_images", n), "seconds": dt, "images_per_s": n / dt,
             "peak_mb": peak_mb(device, rss0), "peak_rss_mb": maxrss_mb(), "device": describe(device),

@@ -76,13 +76,12 @@ def loop_decoder(dec, multi_scale, mask_features):
     logits = torch.cat([o.pred_logits for o in outs], 1)
     masks = torch.cat([o.pred_masks for o in outs], 1)
     if dec.num_groups > 1:
-        idx = dec._group_indices(tuple(range(dec.num_groups)), logits.device)
-        logits = manipulate_logits(
-            logits,
-            idx["query_group"],
-            idx["col_group"],
-            dec._deltas_for(tuple(range(dec.num_groups))),
-        )
+        groups = tuple(range(dec.num_groups))
+        # (revisions before the decoder helpers were public: _group_indices, _deltas_for)
+        indices = getattr(dec, "group_indices", None) or dec._group_indices
+        deltas = getattr(dec, "deltas_for", None) or dec._deltas_for
+        idx = indices(groups, logits.device)
+        logits = manipulate_logits(logits, idx["query_group"], idx["col_group"], deltas(groups))
     return logits, masks
 
 

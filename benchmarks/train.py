@@ -46,7 +46,7 @@ from benchmarks._common import (
 
 MODELS = {
     # name: (config file or None = R50 ADE defaults, overrides, base classes, new classes, prompts)
-    "tiny-synthetic": ("configs/synthetic/base.yaml", [], 6, 2, 5),
+    "tiny-synthetic": ("synthetic/base", [], 6, 2, 5),
     "R50": (None, [], 100, 5, 10),
 }
 

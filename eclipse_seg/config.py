@@ -43,14 +43,38 @@ class DataConfig:
     synthetic_val: int = 100
     synthetic_size: int = 64
     synthetic_seed: int = 0
-    # augmentation (Mask2Former ADE recipe: resize short side by 0.5-2.0 of base, crop, flip)
+    # training augmentation: "synthetic" (the small recipe of the keys below), or the official
+    # Mask2Former training mapper of a dataset: "ade20k_panoptic", "ade20k_semantic",
+    # "coco_panoptic" (docs/data_pipelines.md; the ADE20K ones need the extra `train`, OpenCV)
+    pipeline: str = "synthetic"
+    # official pipelines only; [] / 0 = the pipeline's official value
+    train_short_sides: list = field(default_factory=list)  # short-side choices
+    train_max_size: int = 0  # cap on the long side
+    train_crop_size: int = 0  # square crop (and, for ADE20K, padding) side
+    # pipeline "synthetic" only: short side scale x U(min_scale, max_scale) of base_size, crop,
+    # mild colour jitter
     base_size: int = 640
     min_scale: float = 0.5
     max_scale: float = 2.0
     crop_size: int = 640
-    flip: bool = True
     color_jitter: bool = True
+    flip: bool = True  # horizontal flip with probability 1/2 (every pipeline)
     max_val_images: int = 0  # 0 = all
+
+    def __post_init__(self):
+        # a key the chosen pipeline does not read is an error, not silently ignored
+        if self.pipeline == "synthetic":
+            unused = ("train_short_sides", "train_max_size", "train_crop_size")
+            used_by = "the official pipelines"
+        else:
+            unused = ("base_size", "min_scale", "max_scale", "crop_size", "color_jitter")
+            used_by = "data.pipeline=synthetic"
+        for key in unused:
+            f = DataConfig.__dataclass_fields__[key]
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            if getattr(self, key) != default:
+                raise ConfigError(f"config key 'data.{key}' is not used by data.pipeline="
+                                  f"{self.pipeline} (only by {used_by}); remove it")
 
 
 @dataclass
@@ -64,6 +88,7 @@ class SolverConfig:
     weight_decay_embed: float = 0.0
     backbone_multiplier: float = 0.1
     iterations: int = 160000
+    schedule: str = "poly"  # lr over a step: "poly" (ADE20K) or "constant" (COCO), every step
     poly_power: float = 0.9
     clip_grad_norm: float = 0.01
     amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, off on CPU), "off", "bf16", "fp16"
@@ -90,18 +115,21 @@ class ContinualConfig:
     batch_size: int = 0  # 0 = solver.batch_size
     class_weight: float = 10.0
     train_no_object_head: bool = True  # official quirk: the shared no-object head stays trainable
-    # precision of the frozen trunk (backbone + pixel decoder) at prompt-tuning steps: "auto" = as
-    # solver.amp; "off" = float32; "bf16" / "fp16" = that autocast, on CPU too (bf16 is fast on
-    # CPUs with AVX512-BF16 / AMX)
+    # precision of the frozen trunk at prompt-tuning steps: "auto" = as solver.amp; "off" =
+    # float32; "bf16" / "fp16" = the backbone under that autocast, on CPU too (bf16 is fast on CPUs
+    # with AMX / AVX512-BF16); the pixel decoder always computes in float32 (official)
     trunk_amp: str = "auto"
 
 
 @dataclass
 class TestConfig:
+    """Inference and evaluation: the post-processing thresholds (official 0.0 / 0.0), the test-time
+    resize and the mIoU convention. A checkpoint carries them, so `predict` shows what `evaluate`
+    scores."""
+
+    __test__ = False  # a config, not a pytest test class (its name starts with "Test")
     object_mask_threshold: float = 0.0
     overlap_threshold: float = 0.0
-    panoptic_on: bool = True
-    semantic_on: bool = False
     batch_size: int = 4
     # detectron2's ResizeShortestEdge before inference; predictions come back at the original size
     min_size: int = 0  # short side; 0 = no resize
@@ -168,10 +196,14 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
 
 
 DATASETS = ("synthetic", "coco_panoptic", "semantic")  # data.dataset: the readers we have
+PIPELINES = ("synthetic", "ade20k_panoptic", "ade20k_semantic", "coco_panoptic")  # data.pipeline
 METHODS = ("eclipse", "finetune", "joint")  # continual.method / --method
 CHOICES = {  # string keys with a closed set of values
     "data.dataset": DATASETS,
+    "data.pipeline": PIPELINES,
     "solver.amp": ("auto", "off", "bf16", "fp16"),
+    "solver.schedule": ("poly", "constant"),
+    "model.backbone.norm": ("FrozenBN", "BN", "SyncBN"),
     "continual.trunk_amp": ("auto", "off", "bf16", "fp16"),
     "continual.method": METHODS,
     "model.backbone_type": ("resnet", "swin"),
@@ -230,9 +262,32 @@ def parse_overrides(overrides: list[str]) -> dict:
     return tree
 
 
+CONFIG_DIR = Path(__file__).parent / "configs"  # the configs shipped with the package
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (``synthetic/base``, ``ade20k/panoptic_r50``, ...)."""
+    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+def resolve_config(name: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (``synthetic/base``); a name that is neither
+    is a ConfigError listing the shipped configs."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    text = str(name)
+    shipped = CONFIG_DIR / (text if text.endswith(".yaml") else text + ".yaml")
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"config {text!r} is neither a YAML file nor a shipped config; shipped: "
+                      f"{', '.join(shipped_configs())}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """YAML file (optional `_base_: other.yaml`, relative to the file) + overrides -> Config."""
-    data = _load_yaml_tree(Path(path)) if path else {}
+    """YAML file or shipped config name (optional `_base_: other.yaml`, relative to the file) +
+    overrides -> Config."""
+    data = _load_yaml_tree(resolve_config(path)) if path else {}
     data = _merge(data, parse_overrides(overrides or []))
     return _from_dict(Config, data)
 
@@ -268,7 +323,17 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return _from_dict(Config, _merge(cfg.to_dict(), parse_overrides(overrides)))
 
 
+# Keys older versions wrote into checkpoint manifests that no longer mean anything.
+_RETIRED = {"test": ("panoptic_on", "semantic_on")}
+
+
 def config_from_dict(data: dict) -> Config:
+    """A Config from its dict form (a checkpoint manifest): retired keys are dropped, any other
+    unknown key is an error."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, keys in _RETIRED.items():
+        for key in keys:
+            data.get(section, {}).pop(key, None)
     return _from_dict(Config, data)
 
 

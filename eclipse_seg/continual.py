@@ -1,7 +1,7 @@
 """ECLIPSE's continual layer: adding a step (a new query group), its initialisation, freezing, and
 the per-group logit-manipulation deltas.
 
-Initialisation of step t (official, DESIGN §4): prompt features / per-layer embeddings = mean of the
+Initialisation of step t (official, docs/design.md §4): prompt features / per-layer embeddings = mean of the
 base queries' features / embeddings, repeated (all prompts start equal); the group's mask MLP = copy
 of the base mask MLP; the new class head = copy of the no-object head with its last layer repeated
 to the new class count. Everything else is frozen, except (official quirk, on by default) the shared
@@ -72,6 +72,17 @@ def add_class_head(model: Mask2Former, num_classes: int, *,
                          dtype=torch.bool, device=model.device)
     model.thing_mask = torch.cat([model.thing_mask, flags])
     dec.invalidate_cache()
+
+
+def grow_for_step(model: Mask2Former, new_classes: Sequence[int], thing_ids: set[int], method: str,
+                  num_prompts: int) -> None:
+    """The structure of a step for `new_classes` (category ids): ECLIPSE adds a prompt group of
+    `num_prompts`; the fine-tuning baseline only adds a class head."""
+    flags = [c in thing_ids for c in new_classes]
+    if method == "eclipse":
+        add_step(model, len(new_classes), num_prompts, thing_flags=flags)
+    else:
+        add_class_head(model, len(new_classes), thing_flags=flags)
 
 
 def group_parameters(model: Mask2Former, group: int, train_no_object_head: bool = True

@@ -1,7 +1,7 @@
 """`eclipse-seg demo`: the whole method on a laptop, no download.
 
-Generates the synthetic panoptic dataset, trains step 0 (6 classes), runs 3 incremental steps of 2
-classes with ECLIPSE and with fine-tuning (both from the same step-0 model), trains the joint upper
+Generates the synthetic panoptic dataset, trains step 0 (9 classes), runs 3 incremental steps of 1
+class with ECLIPSE and with fine-tuning (both from the same step-0 model), trains the joint upper
 bound, evaluates PQ old / new / all after every step, prints the comparison, and writes
 `results.json`, `pq_over_steps.png` and prediction overlays.
 """
@@ -11,22 +11,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from eclipse_seg.config import load_config
-from eclipse_seg.engine.evaluate import save_overlay
+from eclipse_seg.config import CONFIG_DIR, load_config
+from eclipse_seg.engine.build import build_datasets
 from eclipse_seg.engine.outputs import claim_output_dir
-from eclipse_seg.engine.runner import (
-    build_datasets,
-    format_results_table,
-    load_model,
-    plot_results,
-    run,
-    write_results,
-)
+from eclipse_seg.engine.predictor import Predictor
+from eclipse_seg.engine.results import format_results_table, plot_results, write_results
+from eclipse_seg.engine.runner import run
+from eclipse_seg.engine.visualize import save_overlay
 
-DEMO_CONFIG = Path(__file__).parent / "configs" / "synthetic" / "base.yaml"
+DEMO_CONFIG = CONFIG_DIR / "synthetic" / "base.yaml"
 QUICK = ["data.synthetic_train=48", "data.synthetic_val=12", "solver.iterations=12",
          "continual.iterations=4", "continual.finetune_iterations=4",
          "continual.joint_iterations=12", "solver.checkpoint_period=6", "continual.num_prompts=2"]
@@ -58,17 +51,14 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True) -> dict:
 
 
 def _overlays(weights: Path, cfg, folder: Path, count: int = 4) -> None:
-    model, _, scenario, _, _ = load_model(weights)
+    predictor = Predictor.from_checkpoint(weights)
     val = build_datasets(cfg)[1]
     names = {c["id"]: c["name"] for c in val.categories}
     colors = {c["id"]: c["color"] for c in val.categories}
     for i in range(min(count, len(val))):
         rgb = val.load_image(i)
-        pred = model.predict([torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))])[0]
-        segments = [{"id": s["id"], "category_id": scenario.category_of(s["label"]),
-                     "isthing": s["isthing"]} for s in pred["segments_info"]]
-        save_overlay(rgb, pred["panoptic_seg"].numpy(), segments, names, colors,
-                     folder / f"val_{i:02d}.png")
+        pred = predictor([rgb])[0]
+        save_overlay(rgb, pred.panoptic, pred.segments, names, colors, folder / f"val_{i:02d}.png")
 
 
 def _verdict(results: dict) -> str:

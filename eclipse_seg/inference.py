@@ -1,6 +1,6 @@
 """Panoptic and semantic post-processing of Mask2Former / ECLIPSE predictions (sigmoid scores).
 
-Official rules (DESIGN §4): a query is kept if its best column (no-object included) is not
+Official rules (docs/design.md §4): a query is kept if its best column (no-object included) is not
 no-object and its score > `object_mask_threshold`; each pixel goes to the kept query with the
 highest score * mask probability and is assigned only where that mask probability >= 0.5; a query
 whose owned area is empty or below `overlap_threshold` of its own >= 0.5 area is dropped; stuff
@@ -9,10 +9,21 @@ queries of an already placed class join that segment.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 IGNORE_LABEL = 255
+
+
+@dataclass
+class Thresholds:
+    """The post-processing thresholds a model is used with (official defaults 0.0 / 0.0); a model
+    carries its config's, so `model.predict` gives what evaluation scores."""
+
+    object_mask_threshold: float = 0.0
+    overlap_threshold: float = 0.0
 
 
 def resize_mask_logits(masks: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],

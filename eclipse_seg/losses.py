@@ -1,6 +1,6 @@
 """Hungarian matcher and the official ECLIPSE / Mask2Former set criterion.
 
-Official behaviour reproduced (DESIGN §4):
+Official behaviour reproduced (docs/design.md §4):
 - matching cost = w_class * (-softmax probability of the target column, over all columns, no-object
   included; softmax even though the loss is sigmoid) + w_mask * point BCE + w_dice * point dice,
   on `num_points` random points shared by all queries and targets of an image;

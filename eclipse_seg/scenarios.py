@@ -19,19 +19,27 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from eclipse_seg.data.coco_panoptic import is_int
+from eclipse_seg.data.catalogs import official_order, official_to_json_ids
+from eclipse_seg.data.files import is_int
 from eclipse_seg.errors import ConfigError, ScenarioError
 
 if TYPE_CHECKING:  # pragma: no cover
     from eclipse_seg.data.coco_panoptic import CocoPanopticDataset, PanopticSample
 
 __all__ = [
+    "OFFICIAL_BENCHMARKS",
+    "OFFICIAL_RECIPES",
     "OFFICIAL_SCENARIOS",
+    "OfficialBenchmark",
+    "OfficialRecipe",
     "Scenario",
+    "class_order",
     "eval_class_groups",
+    "official_benchmark_of",
     "official_scenario",
     "parse_scenario",
     "restrict_to_classes",
+    "step_class_groups",
     "step_training_indices",
 ]
 
@@ -264,6 +272,93 @@ def official_scenario(dataset: str, name: str, *, id_space: str = "official") ->
 
 
 # --------------------------------------------------------------------------------------------------
+# official training recipes
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OfficialBenchmark:
+    """Settings shared by every scenario of one official benchmark (its Mask2Former base config and
+    the ECLIPSE scripts): backbone, ImageNet weight file, batch (total over processes), schedule."""
+
+    name: str  # "ade20k-panoptic", "ade20k-semantic", "coco-panoptic"
+    catalog: str  # "ade20k" / "coco"
+    dataset: str  # `data.dataset`: "coco_panoptic" or "semantic"
+    config: str  # the shipped config of its first scenario
+    depth: int
+    norm: str  # step-0 backbone norm
+    weights: str  # detectron2 model-zoo name of the ImageNet weights
+    batch_size: int
+    schedule: str  # "poly" (power 0.9, no warm-up) or "constant"
+    step0_lr: float = 1e-4
+    step0_class_weight: float = 2.0
+    class_weight: float = 10.0  # steps >= 1
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class OfficialRecipe:
+    """One official scenario as the ECLIPSE scripts train and evaluate it. `deltas`: the
+    logit-manipulation deltas of the evaluation command, one per query group (base first)."""
+
+    benchmark: str
+    scenario: str
+    base_queries: int
+    step0_iterations: int
+    prompts: int  # per step >= 1
+    iterations: int  # per step >= 1
+    lr: float  # steps >= 1
+    deltas: tuple[float, ...]
+
+    @property
+    def config(self) -> str:
+        """The shipped config that trains it (`eclipse-seg train <config>`)."""
+        first = OFFICIAL_BENCHMARKS[self.benchmark].config
+        return first if self.scenario == _FIRST_SCENARIO[self.benchmark] else f"{first}_{self.scenario}"
+
+
+OFFICIAL_BENCHMARKS: dict[str, OfficialBenchmark] = {
+    b.name: b for b in (
+        OfficialBenchmark("ade20k-panoptic", "ade20k", "coco_panoptic", "ade20k/panoptic_r50", 50,
+                          "FrozenBN", "R-50.pkl", 8, "poly"),
+        OfficialBenchmark("ade20k-semantic", "ade20k", "semantic", "ade20k/semantic_r101", 101,
+                          "SyncBN", "R-101.pkl", 16, "poly"),
+        OfficialBenchmark("coco-panoptic", "coco", "coco_panoptic", "coco/panoptic_r50", 50,
+                          "FrozenBN", "R-50.pkl", 16, "constant"),
+    )
+}
+_FIRST_SCENARIO = {"ade20k-panoptic": "100-5", "ade20k-semantic": "100-5", "coco-panoptic": "83-5"}
+
+
+def _deltas(first: float, rest: float, steps: int) -> tuple[float, ...]:
+    return (first,) + (rest,) * steps
+
+
+OFFICIAL_RECIPES: dict[tuple[str, str], OfficialRecipe] = {
+    (r.benchmark, r.scenario): r for r in (
+        # benchmark, scenario, base queries, step-0 iterations, prompts, iterations, lr, deltas
+        OfficialRecipe("ade20k-panoptic", "100-5", 100, 160_000, 10, 12_000, 5e-4, _deltas(0.4, 0.6, 10)),
+        OfficialRecipe("ade20k-panoptic", "100-10", 100, 160_000, 10, 16_000, 5e-4, _deltas(0.4, 0.5, 5)),
+        OfficialRecipe("ade20k-panoptic", "100-50", 100, 160_000, 50, 80_000, 5e-4, (-0.4, -0.6)),
+        OfficialRecipe("ade20k-panoptic", "50-10", 50, 80_000, 10, 24_000, 5e-4, _deltas(0.4, 0.5, 10)),
+        OfficialRecipe("ade20k-panoptic", "50-20", 50, 80_000, 20, 32_000, 5e-4, _deltas(0.4, 0.5, 5)),
+        OfficialRecipe("ade20k-panoptic", "50-50", 50, 80_000, 50, 120_000, 5e-4, (0.5, -0.4, -0.4)),
+        OfficialRecipe("ade20k-semantic", "100-5", 100, 160_000, 5, 12_000, 1e-3, _deltas(0.1, 0.8, 10)),
+        OfficialRecipe("ade20k-semantic", "100-10", 100, 160_000, 10, 24_000, 1e-3, _deltas(0.1, 0.7, 5)),
+        OfficialRecipe("ade20k-semantic", "100-50", 100, 160_000, 50, 120_000, 1e-3, (0.0, -0.1)),
+        OfficialRecipe("coco-panoptic", "83-5", 100, 240_000, 10, 8_000, 5e-4, _deltas(0.5, 0.6, 10)),
+        OfficialRecipe("coco-panoptic", "83-10", 100, 240_000, 10, 32_000, 5e-4, _deltas(0.5, 0.6, 5)),
+    )
+}
+
+
+def official_benchmark_of(catalog: str, dataset: str) -> OfficialBenchmark | None:
+    """The official benchmark a config's data belongs to (`data.catalog`, `data.dataset`), if any."""
+    for b in OFFICIAL_BENCHMARKS.values():
+        if b.catalog == catalog and b.dataset == dataset:
+            return b
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
 # overlap mode and evaluation groups
 # --------------------------------------------------------------------------------------------------
 def step_training_indices(dataset: CocoPanopticDataset, scenario: Scenario, t: int) -> list[int]:
@@ -308,3 +403,28 @@ def eval_class_groups(scenario: Scenario, t: int) -> dict[str, list[int]]:
         "new": list(scenario.new_classes(t)),
         "all": list(scenario.seen_classes(t)),
     }
+
+
+def step_class_groups(scenario: Scenario, t: int, thing_ids: Iterable[int]) -> dict[str, list[int]]:
+    """:func:`eval_class_groups` plus the seen things and the seen stuff (for PQ things / stuff)."""
+    groups = eval_class_groups(scenario, t)
+    things = set(thing_ids)
+    groups["things"] = [c for c in groups["all"] if c in things]
+    groups["stuff"] = [c for c in groups["all"] if c not in things]
+    return groups
+
+
+def class_order(categories: Sequence[Mapping], *, order: Sequence[int] = (), catalog: str = "",
+                json_ids: bool = True) -> list[int]:
+    """The class order of a run, as dataset category ids: ``order`` when given; else the catalog's
+    official order (mapped to the ids of the dataset's panoptic JSON when ``json_ids``; semantic
+    data numbers classes as the catalog does); else the order of ``categories``."""
+    if order:
+        return list(order)
+    if catalog:
+        official = official_order(catalog)
+        if not json_ids:
+            return official
+        to_json = official_to_json_ids(catalog)
+        return [to_json[c] for c in official]
+    return [c["id"] for c in categories]

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
-from eclipse_seg.config import load_config
+from eclipse_seg.config import load_config, resolve_config
 from eclipse_seg.data.synthetic import make_synthetic
+
+# CI runs the property tests derandomized: a red CI is reproducible; locally they explore anew.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 TINY_MODEL = [
     "model.backbone.stem_out_channels=8", "model.backbone.res2_out_channels=16",
@@ -30,7 +38,7 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture
 def tiny_cfg(tiny_data, tmp_path):
     def make(*extra: str):
-        return load_config("configs/synthetic/base.yaml",
+        return load_config(resolve_config("synthetic/base"),
                            TINY_MODEL + [f"data.root={tiny_data}", f"output_dir={tmp_path / 'run'}",
                                          *extra])
     return make

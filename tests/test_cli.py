@@ -22,6 +22,7 @@ def test_make_synthetic_is_deterministic(tmp_path):
     assert doc["images"][0]["height"] == 48 and doc["images"][0]["width"] == 40
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "synthetic/base", "--output", str(out), "--no-progress", *TINY_MODEL,
@@ -50,6 +51,7 @@ def test_unknown_config_key_is_named(capsys):
     assert "solver.lrr" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_quick(tmp_path):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
     results = json.loads((tmp_path / "demo" / "results.json").read_text())
@@ -74,7 +76,7 @@ def test_bad_arguments_exit_nonzero(bad):
       "--pred-folder", "p"], "missing.json"),
     (["import-official", "--weights", "missing.pth", "--config", "missing.yaml", "--output", "o.pt"],
      "missing"),
-    (["check-data", "--quick", "configs/synthetic/base.yaml", "data.dataset=coco_panoptic",
+    (["check-data", "--quick", "synthetic/base", "data.dataset=coco_panoptic",
       "data.root=missing-root"], "missing-root"),
 ])
 def test_pass_through_commands_accept_options_first(argv, expected, tmp_path, monkeypatch, capsys):

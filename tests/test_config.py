@@ -5,7 +5,7 @@ import pytest
 from eclipse_seg.config import load_config
 from eclipse_seg.errors import ConfigError
 
-BASE = "configs/synthetic/base.yaml"
+BASE = "synthetic/base"
 
 
 @pytest.mark.parametrize("text, expected", [("off", "off"), ("no", "off"), ("bf16", "bf16"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from eclipse_seg.continual import add_step, freeze_for_step, set_deltas
-from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, run
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario
+from eclipse_seg.engine.runner import run
 from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.model.mask2former import Mask2Former
 
@@ -54,6 +56,7 @@ def test_freeze_leaves_only_group_parameters(tiny_cfg):
     assert not any(p.requires_grad for p in model.decoder.class_embed.cls[0].parameters())
 
 
+@pytest.mark.slow
 def test_prompt_step_changes_nothing_old_bitwise(tiny_cfg, tmp_path):
     cfg, train, scenario, thing_ids = _tiny(tiny_cfg)
     cfg.continual.train_no_object_head = False
@@ -124,6 +127,7 @@ def test_logit_manipulation_only_in_eval_with_groups(tiny_cfg):
     assert torch.equal(raw.pred_logits, auto.pred_logits)
 
 
+@pytest.mark.slow
 def test_runner_all_steps_and_results(tiny_cfg):
     cfg = tiny_cfg("data.max_val_images=4")
     results = run(cfg, "eclipse", progress=False)

@@ -142,7 +142,7 @@ def test_resize_crop_then_resize():
 
 
 def _rules_one_query_at_a_time(logits, masks, thing_mask, overlap_threshold):
-    """The post-processing rules written as a plain loop over kept queries (DESIGN §4)."""
+    """The post-processing rules written as a plain loop over kept queries (docs/design.md §4)."""
     num_classes = logits.shape[-1] - 1
     scores, labels = logits.sigmoid().max(-1)
     kept = [q for q in range(len(labels)) if labels[q] != num_classes and scores[q] > 0]

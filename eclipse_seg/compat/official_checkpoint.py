@@ -6,13 +6,12 @@ logit-manipulation deltas), loads the weights strictly (every missing, unexpecte
 is listed in a :class:`~eclipse_seg.errors.CheckpointError`) and returns it in eval mode. ResNet and
 Swin backbones load alike; Swin's `relative_position_index` buffers may be absent (we rebuild them).
 
-:func:`import_official_main` is ``eclipse-seg import-official``: the same, written as one of our own
-checkpoints (loadable by :func:`eclipse_seg.engine.runner.load_model` and every command).
+:func:`import_official` (``eclipse-seg import-official``) writes the same as one of our own
+checkpoints (loadable by :func:`eclipse_seg.engine.build.load_model` and every command).
 """
 
 from __future__ import annotations
 
-import argparse
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,11 +25,12 @@ from eclipse_seg.compat.official_config import (
     load_official_config,
     to_eclipse_config,
 )
+from eclipse_seg.data.categories import load_categories
 from eclipse_seg.errors import CheckpointError, ConfigError
 
 __all__ = [
     "build_official",
-    "import_official_main",
+    "import_official",
     "load_official",
     "official_thing_ids",
     "read_official_state",
@@ -42,6 +42,7 @@ _IGNORED_SUFFIXES = ("num_batches_tracked",)
 _NORMALISATION = ("pixel_mean", "pixel_std")
 # Swin's persistent buffer: fixed by WINDOW_SIZE, so optional in a checkpoint (checked when present)
 _REBUILT_SUFFIX = "relative_position_index"
+Categories = str | Path | list[dict]  # a categories file or its entries
 
 
 def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
@@ -85,19 +86,21 @@ def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict
 
 
 def official_thing_ids(catalog: str, order: list[int], thing_classes: Iterable[int] | None = None,
-                       official_compat: bool = False) -> set[int]:
+                       official_thing_lookup: bool = False, categories: list[dict] | None = None
+                       ) -> set[int]:
     """Category ids (in the class order's id space) that are things.
 
     `thing_classes`: 0-based model labels (positions in `order`) that are things; None = the
-    catalog's flags, looked up by class id (ADE20K by id, COCO by 1-based contiguous id).
-    `official_compat`: the official panoptic inference's lookup instead (`MaskFormer.
+    catalog's flags, looked up by class id (ADE20K by id, COCO by 1-based contiguous id), or with
+    `categories` (a categories file's entries; `order` then holds positions 1..n in it) the file's.
+    `official_thing_lookup`: the official panoptic inference's lookup instead (`MaskFormer.
     panoptic_inference`: label l is a thing when l + 1 is among the values of the training set's
     `thing_dataset_id_to_contiguous_id`), i.e. by position in the class order. Identical for ADE20K's
     identity order; for COCO it makes labels 0..78 things whatever classes they are."""
-    if official_compat and thing_classes is not None:
-        raise ConfigError("pass either thing_classes or official_compat, not both")
-    if official_compat:
-        values = _official_thing_values(catalog)
+    if official_thing_lookup and thing_classes is not None:
+        raise ConfigError("pass either thing_classes or official_thing_lookup, not both")
+    if official_thing_lookup:
+        values = _official_thing_values(catalog, categories)
         thing_classes = [label for label in range(len(order)) if label + 1 in values]
     if thing_classes is not None:
         labels = [int(x) for x in thing_classes]
@@ -105,16 +108,22 @@ def official_thing_ids(catalog: str, order: list[int], thing_classes: Iterable[i
         if bad:
             raise ConfigError(f"thing_classes: labels {bad[:10]} outside 0..{len(order) - 1}")
         return {order[x] for x in labels}
+    if categories is not None:
+        return {k + 1 for k, c in enumerate(categories) if c["isthing"]}
     from eclipse_seg.data.catalogs import load_catalog
 
     key = "contiguous_id" if catalog == "coco" else "id"
     return {c[key] for c in load_catalog(catalog) if c.get("isthing")}
 
 
-def _official_thing_values(catalog: str) -> set[int]:
+def _official_thing_values(catalog: str, categories: list[dict] | None = None) -> set[int]:
     """The values of the official metadata's `thing_dataset_id_to_contiguous_id`: ADE20K (ECLIPSE's
     register_myade20k_panoptic lists "void" first) gives the 1-based ADE ids of things; COCO
-    (detectron2's "coco_panoptic_standard" metadata) gives 0-based contiguous ids, 0..79."""
+    (detectron2's "coco_panoptic_standard" metadata) gives 0-based contiguous ids, 0..79. A dataset
+    of a categories file is taken to be registered as ADE20K is (a "void" entry first, then the
+    file's classes): the 1-based positions of its things."""
+    if categories is not None:
+        return {k + 1 for k, c in enumerate(categories) if c["isthing"]}
     from eclipse_seg.data.catalogs import load_catalog
 
     if catalog == "coco":
@@ -189,23 +198,33 @@ def _as_official(config: str | Path | OfficialConfig, opts: list[str] | None) ->
 
 
 def build_official(config: str | Path | OfficialConfig, opts: list[str] | None = None,
-                   thing_classes: Iterable[int] | None = None, *, official_compat: bool = False):
+                   thing_classes: Iterable[int] | None = None, *, official_thing_lookup: bool = False,
+                   categories: Categories | None = None):
     """(model with fresh weights, Config, Scenario, info, thing_ids) for an official config.
-    `official_compat`: the official thing/stuff lookup (see `official_thing_ids`). The class order
-    and thing ids are in the dataset's id space (panoptic JSON ids: ADE20K 0..149, COCO's own ids;
+    `official_thing_lookup`: the official thing/stuff lookup (see `official_thing_ids`). `categories`: a
+    categories file (or its entries) naming the training set's classes, required unless
+    `DATASETS.TRAIN` is ADE20K or COCO: CONT.ORDER's value k is its k-th entry (1-based), whose
+    id, name and thing flag the model label gets. The class order and thing ids are in the
+    dataset's id space (panoptic JSON ids: ADE20K 0..149, COCO's own ids, a categories file's ids;
     semantic data: ADE20K 1..150), so `eclipse-seg evaluate` scores the imported model directly."""
     from eclipse_seg.data.catalogs import official_to_json_ids
-    from eclipse_seg.engine.runner import build_model
+    from eclipse_seg.engine.build import build_model
     from eclipse_seg.scenarios import parse_scenario
 
     official = _as_official(config, opts)
-    cfg, info = to_eclipse_config(official)
+    cats = None if categories is None else load_categories(categories)
+    cfg, info = to_eclipse_config(official, cats)
+    info["categories"] = cats
     thing_ids = official_thing_ids(info["catalog"], list(cfg.continual.order), thing_classes,
-                                   official_compat)
-    if cfg.data.dataset != "semantic":  # panoptic JSONs number classes their own way
-        to_json = official_to_json_ids(info["catalog"])
-        cfg.continual.order = [to_json[c] for c in cfg.continual.order]
-        thing_ids = {to_json[c] for c in thing_ids}
+                                   official_thing_lookup, cats)
+    to_dataset = None
+    if cats is not None:  # position k in the file -> the file's id
+        to_dataset = {k + 1: c["id"] for k, c in enumerate(cats)}
+    elif cfg.data.dataset != "semantic":  # panoptic JSONs number classes their own way
+        to_dataset = official_to_json_ids(info["catalog"])
+    if to_dataset is not None:
+        cfg.continual.order = [to_dataset[c] for c in cfg.continual.order]
+        thing_ids = {to_dataset[c] for c in thing_ids}
     scenario = parse_scenario(cfg.continual.scenario, cfg.continual.order)
     model = build_model(cfg, scenario, cfg.continual.method, info["step"], thing_ids)
     got = model.decoder.class_embed.classes_per_step
@@ -214,17 +233,35 @@ def build_official(config: str | Path | OfficialConfig, opts: list[str] | None =
     return model, cfg, scenario, info, thing_ids
 
 
+def _dataset_categories(catalog: str, semantic: bool, thing_ids: set[int]) -> list[dict]:
+    """The catalog's categories in the dataset's id space (as `build_official` numbers classes),
+    with the thing flags the import decided; the checkpoint keeps them for names and colours."""
+    from eclipse_seg.data.catalogs import load_catalog, official_to_json_ids
+
+    key = "contiguous_id" if catalog == "coco" else "id"
+    to_json = {} if semantic else official_to_json_ids(catalog)
+    out = []
+    for c in load_catalog(catalog):
+        cid = c[key] if semantic else to_json[c[key]]
+        out.append({"id": cid, "name": c["name"], "isthing": int(cid in thing_ids),
+                    "color": list(c["color"])})
+    return out
+
+
 def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts: list[str] | None = None,
                   thing_classes: Iterable[int] | None = None, *, allow_pickle: bool = False,
-                  official_compat: bool = False):
+                  official_thing_lookup: bool = False, categories: Categories | None = None):
     """Our Mask2Former holding an official checkpoint, in eval mode.
 
     `config`: the official YAML (its `_BASE_` chain is followed) and `opts` the official KEY VALUE
     overrides, e.g. ["CONT.TASK", "10", "CONT.NUM_PROMPTS", "10", ...]. `thing_classes`: 0-based
-    labels that are things (default: from the ADE20K / COCO catalog the config's dataset names).
-    `official_compat`: decide thing/stuff as the official panoptic inference does (by position in
-    the class order; differs for COCO), to reproduce its outputs exactly."""
-    model, _, _, _, _ = build_official(config, opts, thing_classes, official_compat=official_compat)
+    labels that are things (default: from the ADE20K / COCO catalog the config's dataset names, or
+    from `categories`). `official_thing_lookup`: decide thing/stuff as the official panoptic inference
+    does (by position in the class order; differs for COCO), to reproduce its outputs exactly.
+    `categories`: a categories file (path or entries) for a training set other than ADE20K / COCO
+    (see `build_official`)."""
+    model, _, _, _, _ = build_official(config, opts, thing_classes, official_thing_lookup=official_thing_lookup,
+                                       categories=categories)
     state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
     _load_strict(model, state, weights)
     model.eval()
@@ -233,58 +270,31 @@ def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts
 
 def import_official(weights: str | Path, config: str | Path, output: str | Path,
                     opts: list[str] | None = None, thing_classes: Iterable[int] | None = None, *,
-                    allow_pickle: bool = False, official_compat: bool = False) -> dict[str, Any]:
-    """Write an official checkpoint as one of ours; returns its manifest."""
+                    allow_pickle: bool = False, official_thing_lookup: bool = False,
+                    categories: Categories | None = None) -> dict[str, Any]:
+    """Write an official checkpoint as one of ours; returns its manifest (with a categories file:
+    its entries under "categories", so names travel with the weights)."""
+    from eclipse_seg.engine.build import manifest_for
     from eclipse_seg.engine.checkpoint import save_checkpoint
-    from eclipse_seg.engine.runner import manifest_for
 
     model, cfg, scenario, info, thing_ids = build_official(config, opts, thing_classes,
-                                                           official_compat=official_compat)
+                                                           official_thing_lookup=official_thing_lookup,
+                                                           categories=categories)
     state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
     _load_strict(model, state, weights)
-    manifest = {**manifest_for(cfg, scenario, info["step"], cfg.continual.method, model),
+    if info["categories"] is not None:
+        categories_of_data = [{**c, "isthing": int(c["id"] in thing_ids)} for c in info["categories"]]
+    else:
+        categories_of_data = _dataset_categories(info["catalog"], cfg.data.dataset == "semantic",
+                                                 thing_ids)
+    manifest = {**manifest_for(cfg, scenario, info["step"], cfg.continual.method, model,
+                               categories_of_data),
                 "thing_ids": sorted(thing_ids), "complete": True,
                 "imported_from": {"weights": str(weights), "config": str(config),
                                   "opts": list(opts or []),
-                                  "official_thing_lookup": official_compat}}
+                                  "official_thing_lookup": official_thing_lookup}}
+    if info["categories"] is not None:
+        manifest["imported_from"]["categories"] = (
+            str(categories) if isinstance(categories, (str, Path)) else "(entries)")
     save_checkpoint(Path(output), {"model": model.state_dict(), "manifest": manifest})
     return manifest
-
-
-def import_official_main(argv: list[str] | None = None) -> int:
-    """`eclipse-seg import-official --weights W --config YAML [--thing-classes 0,1,.. |
-    --official-thing-lookup] [--allow-pickle] --output ours.pt [--opts KEY VALUE ...]` (--opts takes
-    the rest of the line)."""
-    p = argparse.ArgumentParser(
-        prog="eclipse-seg import-official",
-        description="Convert an official ECLIPSE / Mask2Former checkpoint (+ its yaml and KEY VALUE "
-                    "overrides) to an eclipse-seg checkpoint.")
-    p.add_argument("--weights", required=True, help="official .pth ({'model': state}) or model-zoo .pkl")
-    p.add_argument("--config", required=True, help="official yaml (e.g. configs/ade20k/panoptic-"
-                   "segmentation/maskformer2_R50_bs16_160k.yaml, with its _BASE_ files)")
-    p.add_argument("--output", required=True, help="our checkpoint to write (e.g. ade_100_5.pt)")
-    things_from = p.add_mutually_exclusive_group()
-    things_from.add_argument("--thing-classes", help="comma-separated 0-based labels that are things "
-                             "(default: from the ADE20K / COCO catalog, by class id)")
-    things_from.add_argument("--official-thing-lookup", action="store_true",
-                             help="decide thing/stuff as the official panoptic inference does (by "
-                                  "position in the class order): its exact outputs, wrong for COCO")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="read a .pth with full unpickling (only for files you trust)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="official KEY VALUE overrides, e.g. CONT.TASK 10 CONT.NUM_PROMPTS 10 (last)")
-    args = p.parse_args(argv)
-    things = None
-    if args.thing_classes is not None:
-        try:
-            things = [int(x) for x in args.thing_classes.split(",") if x.strip()]
-        except ValueError:
-            raise ConfigError(f"--thing-classes: expected comma-separated integers, got "
-                              f"{args.thing_classes!r}") from None
-    manifest = import_official(args.weights, args.config, args.output, args.opts, things,
-                               allow_pickle=args.allow_pickle,
-                               official_compat=args.official_thing_lookup)
-    print(f"wrote {args.output}: scenario {manifest['scenario']['name']}, step {manifest['step']}, "
-          f"method {manifest['method']}, query groups {manifest['groups']}, classes per step "
-          f"{manifest['classes_per_step']}")
-    return 0

@@ -448,8 +448,35 @@ def _catalog_of(cfg: OfficialConfig) -> str:
         return "ade20k"
     if "coco" in text:
         return "coco"
-    raise ConfigError(f"official config key 'DATASETS.TRAIN' = {train!r}: only ADE20K and COCO "
-                      f"datasets are supported (their names must contain 'ade20k' or 'coco')")
+    raise ConfigError(f"official config key 'DATASETS.TRAIN' = {train!r}: not ADE20K or COCO (names "
+                      f"containing 'ade20k' or 'coco'), whose classes we know; for any other dataset "
+                      f"pass a categories file listing its classes (--categories FILE, or "
+                      f"categories=...: a JSON list of {{id, name, isthing}} or a COCO panoptic JSON)")
+
+
+def _check_custom_classes(c: OfficialConfig, order: list[int], categories: list[dict],
+                          kind: str) -> None:
+    """A categories file describes the model's classes: as many as CONT.ORDER and
+    MODEL.SEM_SEG_HEAD.NUM_CLASSES - 1 (the official code's class count; the one more is its
+    background) hold. CONT.ORDER numbers classes 1..n by position in the file (contiguous ids),
+    except on semantic data, where the official code reads them as label-PNG values: there the
+    file's ids must be 1..n in order, so that both readings agree."""
+    n = len(categories)
+    num_classes = _as_int(c, "MODEL.SEM_SEG_HEAD.NUM_CLASSES")
+    if num_classes - 1 != n:
+        raise ConfigError(f"the categories file lists {n} classes but the checkpoint's model has "
+                          f"{num_classes - 1} (official config key 'MODEL.SEM_SEG_HEAD.NUM_CLASSES' "
+                          f"= {num_classes}, one more than the classes); the file must list every "
+                          f"class of the training set")
+    if len(order) != n:
+        raise ConfigError(f"official config key 'CONT.ORDER' has {len(order)} classes but the "
+                          f"categories file lists {n}; CONT.ORDER's values are the positions "
+                          f"1..{n} of the classes in the file")
+    ids = [ct["id"] for ct in categories]
+    if kind == "semantic" and ids != list(range(1, n + 1)):
+        raise ConfigError(f"a semantic training set (official config key 'DATASETS.TRAIN' = "
+                          f"{c.get('DATASETS.TRAIN')!r}) numbers classes by label-PNG value: the "
+                          f"categories file's ids must be 1..{n} in order, got {ids[:10]}")
 
 
 def _dataset_kind(cfg: OfficialConfig) -> str:
@@ -566,12 +593,15 @@ def _backbone(c: OfficialConfig, notes: list[str]) -> dict:
                       f"'build_resnet_backbone' (ResNet) and 'D2SwinTransformer' (Swin)")
 
 
-def to_eclipse_config(official: OfficialConfig):
+def to_eclipse_config(official: OfficialConfig, categories: list[dict] | None = None):
     """(Config, info) for the model an official config builds at its step `CONT.TASK`.
 
-    info: {"step", "classes_per_step", "scenario", "method", "num_prompts", "catalog",
-    "notes"}. Settings that would change the official model's outputs in a way we do not reproduce
-    raise ConfigError naming the key."""
+    `categories`: the classes of the training set (validated entries of a categories file, see
+    `eclipse_seg.data.categories`), required unless `DATASETS.TRAIN` names ADE20K or COCO; class
+    k of CONT.ORDER is then entry k (1-based) of the list. info: {"step", "classes_per_step",
+    "scenario", "method", "num_prompts", "catalog" ("" with a categories list), "notes"}. Settings
+    that would change the official model's outputs in a way we do not reproduce raise ConfigError
+    naming the key."""
     from eclipse_seg.config import config_from_dict
     from eclipse_seg.data.catalogs import load_catalog
 
@@ -648,12 +678,22 @@ def to_eclipse_config(official: OfficialConfig):
                                                       for x in order),
              "CONT.ORDER", order, "must be a list of class ids")
     order = list(order)
-    catalog = _catalog_of(c)
-    cats = load_catalog(catalog)
-    valid_ids = {ct["contiguous_id"] if catalog == "coco" else ct["id"] for ct in cats}
+    kind = _dataset_kind(c)
+    data: dict = {"dataset": kind}
+    if categories is None:
+        catalog = data["catalog"] = _catalog_of(c)
+        valid_ids = {ct["contiguous_id"] if catalog == "coco" else ct["id"]
+                     for ct in load_catalog(catalog)}
+        valid = f"the {catalog} catalog (ADE20K 1..150, COCO contiguous 1..133)"
+    else:
+        _check_custom_classes(c, order, categories, kind)
+        catalog = ""
+        if kind == "semantic":
+            data["num_classes"] = len(categories)
+        valid_ids = set(range(1, len(categories) + 1))
+        valid = f"1..{len(categories)}, the positions of the categories file's classes"
     bad = [x for x in order if x not in valid_ids]
-    _require(not bad, "CONT.ORDER", bad[:10],
-             f"ids outside the {catalog} catalog (ADE20K 1..150, COCO contiguous 1..133)")
+    _require(not bad, "CONT.ORDER", bad[:10], f"ids outside {valid}")
     _require(len(set(order)) == len(order), "CONT.ORDER", order[:10], "duplicate ids")
     seen = base_cls + task * inc_cls
     _require(seen <= len(order), "CONT.TASK", task,
@@ -730,13 +770,12 @@ def to_eclipse_config(official: OfficialConfig):
             "base_classes": base_cls,
         },
         "loss": loss,
-        "data": {"dataset": _dataset_kind(c), "catalog": catalog},
+        "data": data,
         "solver": solver,
         "continual": continual,
         "test": {
             "object_mask_threshold": _as_float(c, "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD"),
             "overlap_threshold": _as_float(c, "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD"),
-            "semantic_on": semantic_on, "panoptic_on": panoptic_on,
         },
     }
     cfg = config_from_dict(tree)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,21 +23,18 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from eclipse_seg.data.panoptic_ids import MAX_ID, id2rgb, rgb2id
+from eclipse_seg.data.files import atomic_write_bytes, read_image_rgb
+from eclipse_seg.data.panoptic_ids import id2rgb, read_panoptic_png
+from eclipse_seg.data.panoptic_json import index_panoptic_json, read_panoptic_json
 from eclipse_seg.errors import DataError
 
 __all__ = [
     "CocoPanopticDataset",
     "PanopticSample",
-    "atomic_write_bytes",
-    "read_image_rgb",
     "segments_from_id_map",
     "write_coco_panoptic",
     "write_panoptic_png",
 ]
-
-# Errors Pillow raises for missing-format, truncated or corrupt files.
-_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,27 +69,8 @@ class PanopticSample:
 
 
 # --------------------------------------------------------------------------------------------------
-# atomic writes
+# writing
 # --------------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_panoptic_png(path: str | os.PathLike, id_map: np.ndarray) -> None:
     """Write an (H, W) segment-id map as an RGB panoptic PNG (atomically)."""
     ids = np.asarray(id_map)
@@ -152,7 +129,7 @@ def write_coco_panoptic(
     except (TypeError, ValueError) as e:
         raise DataError(f"{out_json}: cannot serialise the panoptic JSON: {e}") from e
     # Validate what we are about to write with the reader's rules (round trip through JSON).
-    _Index(json.loads(text), out_json)
+    index_panoptic_json(json.loads(text), out_json)
     for path, ids in id_maps:
         write_panoptic_png(path, ids)
     atomic_write_bytes(out_json, text.encode("utf-8"))
@@ -210,171 +187,6 @@ def segments_from_id_map(
 
 
 # --------------------------------------------------------------------------------------------------
-# JSON parsing / validation
-# --------------------------------------------------------------------------------------------------
-def is_int(v: Any) -> bool:
-    """An int that is not a bool (JSON/YAML ids, sizes)."""
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-class _Index:
-    """Validated view of a parsed COCO panoptic JSON document."""
-
-    def __init__(self, doc: Any, json_path: Path):
-        self.json_path = json_path
-        if not isinstance(doc, dict):
-            self._fail("(top level)", f"expected a JSON object, got {type(doc).__name__}")
-        for key in ("images", "annotations", "categories"):
-            if key not in doc:
-                self._fail(key, "missing required field")
-            if not isinstance(doc[key], list):
-                self._fail(key, f"expected a list, got {type(doc[key]).__name__}")
-
-        # categories
-        self.categories: list[dict] = []
-        self.category_by_id: dict[int, dict] = {}
-        for i, cat in enumerate(doc["categories"]):
-            p = f"categories[{i}]"
-            self._need_obj(cat, p)
-            cid = self._need(cat, p, "id", is_int, "an integer")
-            self._need(cat, p, "name", lambda v: isinstance(v, str), "a string")
-            self._need(cat, p, "isthing", lambda v: v in (0, 1), "0 or 1 (or a boolean)")
-            if "color" in cat:
-                col = cat["color"]
-                if not (isinstance(col, list) and len(col) == 3
-                        and all(is_int(c) and 0 <= c <= 255 for c in col)):
-                    self._fail(f"{p}.color", f"expected a list of 3 integers in [0, 255], got {col!r}")
-            if cid in self.category_by_id:
-                self._fail(f"{p}.id", f"duplicate category id {cid}")
-            self.categories.append(cat)
-            self.category_by_id[cid] = cat
-
-        # images
-        image_by_id: dict[Any, dict] = {}
-        for i, img in enumerate(doc["images"]):
-            p = f"images[{i}]"
-            self._need_obj(img, p)
-            iid = self._need(img, p, "id", lambda v: is_int(v) or isinstance(v, str),
-                             "an integer or string")
-            self._need(img, p, "file_name", lambda v: isinstance(v, str) and v != "",
-                       "a non-empty string")
-            for k in ("height", "width"):
-                self._need(img, p, k, lambda v: is_int(v) and v > 0, "a positive integer")
-            if iid in image_by_id:
-                self._fail(f"{p}.id", f"duplicate image id {iid!r}")
-            image_by_id[iid] = img
-
-        # annotations
-        self.entries: list[tuple[dict, dict]] = []
-        seen: set = set()
-        for i, ann in enumerate(doc["annotations"]):
-            p = f"annotations[{i}]"
-            self._need_obj(ann, p)
-            iid = self._need(ann, p, "image_id", lambda v: is_int(v) or isinstance(v, str),
-                             "an integer or string")
-            self._need(ann, p, "file_name", lambda v: isinstance(v, str) and v != "",
-                       "a non-empty string")
-            segs = self._need(ann, p, "segments_info", lambda v: isinstance(v, list), "a list")
-            if iid not in image_by_id:
-                self._fail(f"{p}.image_id", f"image id {iid!r} is not in 'images'")
-            if iid in seen:
-                self._fail(f"{p}.image_id", f"second annotation for image id {iid!r}")
-            seen.add(iid)
-            seg_ids: set[int] = set()
-            for j, seg in enumerate(segs):
-                q = f"{p}.segments_info[{j}]"
-                self._need_obj(seg, q)
-                sid = self._need(seg, q, "id", lambda v: is_int(v) and 0 < v <= MAX_ID,
-                                 f"an integer in [1, {MAX_ID}]")
-                cid = self._need(seg, q, "category_id", is_int, "an integer")
-                if "iscrowd" in seg and seg["iscrowd"] not in (0, 1):
-                    self._fail(f"{q}.iscrowd", f"expected 0 or 1, got {seg['iscrowd']!r}")
-                if cid not in self.category_by_id:
-                    self._fail(f"{q}.category_id", f"unknown category id {cid} (not in 'categories')")
-                if sid in seg_ids:
-                    self._fail(f"{q}.id", f"duplicate segment id {sid} in this annotation")
-                seg_ids.add(sid)
-            self.entries.append((image_by_id[iid], ann))
-
-    def _fail(self, path: str, problem: str):
-        raise DataError(f"{self.json_path}: {path}: {problem}")
-
-    def _need_obj(self, obj: Any, path: str) -> None:
-        if not isinstance(obj, dict):
-            self._fail(path, f"expected a JSON object, got {type(obj).__name__}")
-
-    def _need(self, obj: dict, path: str, key: str, ok, expected: str) -> Any:
-        if key not in obj:
-            self._fail(f"{path}.{key}", "missing required field")
-        v = obj[key]
-        if not ok(v):
-            self._fail(f"{path}.{key}", f"expected {expected}, got {v!r}")
-        return v
-
-
-def _read_json(json_path: Path) -> Any:
-    try:
-        raw = json_path.read_bytes()
-    except FileNotFoundError as e:
-        raise DataError(f"{json_path}: panoptic JSON file not found") from e
-    except OSError as e:
-        raise DataError(f"{json_path}: cannot read panoptic JSON: {e}") from e
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{json_path}: not UTF-8 text ({e})") from e
-    except json.JSONDecodeError as e:
-        raise DataError(
-            f"{json_path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from e
-    except (ValueError, RecursionError) as e:  # integers over 4300 digits, absurd nesting
-        raise DataError(f"{json_path}: invalid JSON ({type(e).__name__}: {e})") from e
-
-
-# --------------------------------------------------------------------------------------------------
-# image reading
-# --------------------------------------------------------------------------------------------------
-def read_image_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 RGB array; any failure is a DataError."""
-    path = Path(path)
-    if not is_file(path):
-        raise DataError(f"{path}: {what} file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.array(im.convert("RGB"))
-    except _PIL_ERRORS as e:
-        raise DataError(f"{path}: cannot decode {what} (corrupt or truncated?): {e}") from e
-    return arr
-
-
-def is_file(path: Path) -> bool:
-    """Path.is_file() that answers False for names the OS rejects (too long, embedded NUL)."""
-    try:
-        return Path(path).is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _read_panoptic_png(path: Path) -> np.ndarray:
-    if not is_file(path):
-        raise DataError(f"{path}: panoptic PNG file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("P", "RGBA"):
-                im = im.convert("RGB")
-            if im.mode != "RGB":
-                raise DataError(
-                    f"{path}: panoptic PNG must be RGB (id = R + 256*G + 256^2*B), got mode {im.mode}"
-                )
-            arr = np.asarray(im)
-    except _PIL_ERRORS as e:
-        raise DataError(f"{path}: cannot decode panoptic PNG (corrupt or truncated?): {e}") from e
-    return rgb2id(arr)
-
-
-# --------------------------------------------------------------------------------------------------
 # dataset
 # --------------------------------------------------------------------------------------------------
 class CocoPanopticDataset:
@@ -406,10 +218,10 @@ class CocoPanopticDataset:
         self.png_dir = Path(png_dir)
         self.image_dir = Path(image_dir)
         self.allow_missing_segments = bool(allow_missing_segments)
-        index = _Index(_read_json(self.json_path), self.json_path)
+        index = index_panoptic_json(read_panoptic_json(self.json_path), self.json_path)
         self.categories: list[dict] = index.categories
         self.category_by_id: dict[int, dict] = index.category_by_id
-        entries = index.entries
+        entries = [(image, ann) for image, ann, _ in index.entries]
         if image_ids is not None:
             by_id = {img["id"]: (img, ann) for img, ann in entries}
             wanted = list(image_ids)
@@ -496,7 +308,7 @@ class CocoPanopticDataset:
         """(H, W) int64 segment ids of entry ``i``; size checked against the JSON."""
         img, ann = self._entries[self._check_index(i)]
         path = self.png_dir / ann["file_name"]
-        ids = _read_panoptic_png(path)
+        ids = read_panoptic_png(path)
         h, w = ids.shape
         if (h, w) != (img["height"], img["width"]):
             raise DataError(
@@ -505,7 +317,15 @@ class CocoPanopticDataset:
             )
         return ids
 
-    def __getitem__(self, i: int) -> PanopticSample:
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(H, W) of entry ``i`` from the JSON (no file is read)."""
+        img = self.image_info(i)
+        return int(img["height"]), int(img["width"])
+
+    def panoptic_inputs(self, i: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """What a training pipeline transforms: the (H, W, 3) uint8 RGB image, the (H, W) int64
+        segment-id map and the ``segments_info`` entries with pixels (all of them unless
+        ``allow_missing_segments``), checked as ``dataset[i]`` checks them."""
         k = self._check_index(i)
         img, ann = self._entries[k]
         image = self.load_image(k)
@@ -528,7 +348,13 @@ class CocoPanopticDataset:
                 f"{self.json_path}: segments_info ids {absent[:20]} of image id {img['id']!r} have "
                 f"no pixel in {png_path}"
             )
-        kept = [s for s in segs if int(s["id"]) in present_set]
+        return image, id_map, [s for s in segs if int(s["id"]) in present_set]
+
+    def __getitem__(self, i: int) -> PanopticSample:
+        k = self._check_index(i)
+        img, ann = self._entries[k]
+        image, id_map, kept = self.panoptic_inputs(k)
+        segs = ann["segments_info"]
         seg_ids = np.array([s["id"] for s in kept], dtype=np.int64)
         masks = id_map[None, :, :] == seg_ids[:, None, None]
         cats = [int(s["category_id"]) for s in kept]

@@ -1,8 +1,16 @@
-"""COCO panoptic segment-id <-> RGB encoding: id = R + 256*G + 256**2*B (0 = void)."""
+"""COCO panoptic segment ids: the RGB encoding id = R + 256*G + 256**2*B (0 = void) and the one
+rule for reading a panoptic PNG."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
+
+from eclipse_seg.data.files import PIL_ERRORS, is_file
+from eclipse_seg.errors import DataError
 
 MAX_ID = 256**3 - 1
 
@@ -46,3 +54,39 @@ def id2rgb_scalar(segment_id: int) -> tuple[int, int, int]:
     if not 0 <= i <= MAX_ID:
         raise ValueError(f"segment id must lie in [0, {MAX_ID}], got {segment_id}")
     return (i % 256, (i // 256) % 256, i // 65536)
+
+
+def read_panoptic_png(path: str | os.PathLike, *, panopticapi: bool = False) -> np.ndarray:
+    """An (H, W) int64 segment-id map from a panoptic PNG; any failure is a DataError naming it.
+
+    RGB and RGBA files use R + 256 G + 256^2 B. Single-channel files are where the two users of
+    this rule differ, on purpose:
+    - the dataset reader (default) converts a palette (P) image to its RGB colours and rejects
+      L / I images: ground truth written by COCO's and ADE20K's tools is RGB;
+    - the PQ evaluator (``panopticapi=True``) reads every single-channel image (L, I, P) as the ids
+      themselves, as panopticapi does (``np.array(Image.open(f), dtype=np.uint32)``), so predictions
+      saved that way score as they would there.
+    """
+    path = Path(path)
+    if not is_file(path):
+        raise DataError(f"{path}: panoptic PNG file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if not panopticapi and im.mode in ("P", "RGBA"):
+                im = im.convert("RGB")
+            if not panopticapi and im.mode != "RGB":
+                raise DataError(f"{path}: panoptic PNG must be RGB (id = R + 256*G + 256^2*B), "
+                                f"got mode {im.mode}")
+            arr = np.asarray(im)
+    except PIL_ERRORS as e:
+        raise DataError(f"{path}: cannot decode panoptic PNG (corrupt or truncated?): {e}") from e
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        return rgb2id(arr[..., :3])
+    if arr.ndim == 2 and (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        ids = arr.astype(np.int64)
+        if ids.size and ids.min() < 0:
+            raise DataError(f"{path}: single-channel panoptic PNG holds negative values")
+        return ids
+    raise DataError(f"{path}: unsupported panoptic PNG layout (array shape {arr.shape}, "
+                    f"dtype {arr.dtype})")

@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from eclipse_seg.data.catalogs import load_catalog
-from eclipse_seg.data.coco_panoptic import _PIL_ERRORS, PanopticSample, read_image_rgb
+from eclipse_seg.data.coco_panoptic import PanopticSample
+from eclipse_seg.data.files import PIL_ERRORS, read_image_rgb
 from eclipse_seg.errors import ConfigError, DataError
 
 __all__ = ["SemanticAsPanoptic", "SemanticDataset", "SemanticSample", "pair_files",
@@ -146,7 +147,7 @@ class SemanticDataset:
                         f"{path}: label PNG must be single-channel (L, P or I), got mode {im.mode}"
                     )
                 raw = np.asarray(im).astype(np.int64)
-        except _PIL_ERRORS as e:
+        except PIL_ERRORS as e:
             raise DataError(f"{path}: cannot decode label PNG (corrupt or truncated?): {e}") from e
         if raw.size:
             lo, hi = int(raw.min()), int(raw.max())
@@ -217,6 +218,7 @@ class SemanticAsPanoptic:
         self.categories = categories
         self.category_by_id = {c["id"]: c for c in categories}
         self._present: list[np.ndarray] | None = None
+        self._sizes: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -233,6 +235,30 @@ class SemanticAsPanoptic:
         if unlabeled is not None:
             labels = np.where(self.reader.unlabeled(raw), unlabeled, labels)
         return labels
+
+    def semantic_inputs(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """What a training pipeline transforms: the (H, W, 3) uint8 RGB image and the (H, W) int64
+        class indices (``reader.ignore_index`` = no class), sizes checked against each other."""
+        sample = self.reader[i]
+        return np.ascontiguousarray(sample.image.permute(1, 2, 0).numpy()), sample.label.numpy()
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(H, W) of image ``i`` from its file header (read once for all images, then cached)."""
+        if self._sizes is None:
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                self._sizes = list(pool.map(self._read_size, range(len(self))))
+        return self._sizes[i]
+
+    def _read_size(self, i: int) -> tuple[int, int]:
+        path = self.reader.image_path(i)
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except FileNotFoundError as e:
+            raise DataError(f"{path}: image file not found") from e
+        except PIL_ERRORS as e:
+            raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {e}") from e
+        return h, w
 
     def present_categories(self) -> list[np.ndarray]:
         """Per image, the category ids with at least one pixel (read once, then cached)."""

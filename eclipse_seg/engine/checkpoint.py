@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from eclipse_seg import __version__
-from eclipse_seg.data.coco_panoptic import atomic_write_bytes
+from eclipse_seg.data.files import atomic_write_bytes
 from eclipse_seg.errors import CheckpointError
 
 

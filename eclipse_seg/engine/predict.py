@@ -1,48 +1,74 @@
-"""`eclipse-seg predict`: COCO-panoptic PNG + JSON and overlay pictures for image files (and label
-PNGs of category ids for a semantic model), inferred as evaluation does: after the config's
-test-time resize, predictions at the original size."""
+"""`eclipse-seg predict`: COCO-panoptic PNGs + `predictions.json` (which `evaluate-panoptic`
+accepts as is), overlay pictures with category names, and for a semantic model label PNGs of
+category ids; predicted exactly as `evaluate` predicts (the checkpoint's test settings).
+
+Inputs are checked before anything is written: a bad file among good ones leaves the output folder
+as it was. Category names and colours come from the checkpoint, never from the dataset files.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
+from eclipse_seg.data.coco_panoptic import write_panoptic_png
+from eclipse_seg.data.files import atomic_write_bytes, read_image_rgb
+from eclipse_seg.engine.predictor import Predictor
+from eclipse_seg.engine.visualize import save_overlay, write_label_png
+from eclipse_seg.errors import DataError
 
-from eclipse_seg.data.coco_panoptic import read_image_rgb, write_panoptic_png
-from eclipse_seg.engine.evaluate import model_input, save_overlay, write_label_png
-from eclipse_seg.engine.runner import build_datasets, load_model
+__all__ = ["IMAGE_SUFFIXES", "expand_images", "predict_files"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def predict_files(weights: Path, images: list[Path], out: Path, device: str = "cpu") -> list[dict]:
+def expand_images(paths: list[Path]) -> list[Path]:
+    """Files as given, folders replaced by their images (sorted); a missing path is a DataError."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                raise DataError(f"{p}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such image file or folder")
+    stems = [p.stem for p in out]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise DataError(f"several input images share the file stem(s) {twice[:10]}: their outputs "
+                        "would overwrite each other; rename them or predict them separately")
+    return out
+
+
+def predict_files(weights: Path, images: list[Path], out: Path, device: str = "cpu",
+                  predictor: Predictor | None = None) -> list[dict]:
     """Predict each image; writes `out/panoptic/<stem>.png`, `out/overlays/<stem>.png`,
-    `out/predictions.json` (COCO panoptic, category ids of the dataset) and, for semantic data,
-    `out/semantic/<stem>.png` (category id per pixel, 0 = no prediction)."""
-    model, cfg, scenario, step, _ = load_model(weights, device)
-    try:
-        categories = build_datasets(cfg)[1].categories
-    except Exception:  # noqa: BLE001 - names/colours are cosmetic; the dataset may be elsewhere
-        categories = []
+    `out/predictions.json` (COCO panoptic: `image_id` = file stem, the checkpoint's categories)
+    and, for semantic data, `out/semantic/<stem>.png` (category id per pixel, 0 = none)."""
+    paths = expand_images([Path(p) for p in images])
+    pictures = [read_image_rgb(p) for p in paths]  # every input decodes before anything is written
+    predictor = predictor or Predictor.from_checkpoint(weights, device)
+    categories = predictor.categories
     names = {c["id"]: c["name"] for c in categories}
     colors = {c["id"]: c.get("color", [255, 0, 0]) for c in categories}
-    to_category = np.zeros(256, dtype=np.int64)  # model label -> category id; 255 (unowned) -> 0
-    to_category[: min(scenario.num_classes, 255)] = scenario.order[:255]
-    annotations = []
-    for path in images:
-        rgb = read_image_rgb(path)
-        pred = model.predict([model_input(rgb, cfg.test.min_size, cfg.test.max_size)],
-                             output_sizes=[rgb.shape[:2]])[0]
-        ids = pred["panoptic_seg"].cpu().numpy().astype(np.int64)
-        segments = [{"id": s["id"], "category_id": scenario.category_of(s["label"]),
-                     "isthing": int(s["isthing"]), "score": round(s["score"], 4)}
-                    for s in pred["segments_info"]]
-        write_panoptic_png(out / "panoptic" / f"{path.stem}.png", ids)
-        if cfg.data.dataset == "semantic":
-            write_label_png(out / "semantic" / f"{path.stem}.png",
-                            to_category[pred["sem_seg"].cpu().numpy()])
-        save_overlay(rgb, ids, segments, names, colors, out / "overlays" / f"{path.stem}.png")
-        annotations.append({"file_name": f"{path.stem}.png", "image": str(path),
-                            "segments_info": segments})
-    (out / "predictions.json").write_text(json.dumps(
-        {"annotations": annotations, "categories": categories, "step": step}, indent=1))
+    semantic = predictor.model_kind == "semantic"
+    annotations, images_json = [], []
+    for path, rgb in zip(paths, pictures):
+        pred = predictor([rgb])[0]
+        segments = [{k: s[k] for k in ("id", "category_id", "isthing", "score")}
+                    for s in pred.segments]
+        write_panoptic_png(out / "panoptic" / f"{path.stem}.png", pred.panoptic)
+        if semantic:
+            write_label_png(out / "semantic" / f"{path.stem}.png", pred.semantic)
+        save_overlay(rgb, pred.panoptic, segments, names, colors, out / "overlays" / f"{path.stem}.png")
+        images_json.append({"id": path.stem, "file_name": path.name, "height": rgb.shape[0],
+                            "width": rgb.shape[1]})
+        annotations.append({"image_id": path.stem, "file_name": f"{path.stem}.png",
+                            "image": str(path), "segments_info": segments})
+    doc = {"images": images_json, "annotations": annotations, "categories": categories,
+           "step": predictor.step}
+    atomic_write_bytes(out / "predictions.json", json.dumps(doc, indent=1).encode())
     return annotations

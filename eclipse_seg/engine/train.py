@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +23,26 @@ import torch
 from tqdm import tqdm
 
 from eclipse_seg.config import Config
-from eclipse_seg.continual import add_class_head, add_step, freeze_for_step
+from eclipse_seg.continual import freeze_for_step
 from eclipse_seg.data.coco_panoptic import CocoPanopticDataset
+from eclipse_seg.data.pipelines import (
+    AugmentRecord,
+    TrainingPipeline,
+    TrainingSample,
+    pipeline_spec,
+)
+from eclipse_seg.data.prefetch import Prefetcher, default_workers
+from eclipse_seg.data.sampling import AspectRatioGroupedBatches, stream_offsets
 from eclipse_seg.data.transforms import augment
 from eclipse_seg.engine import distributed as dist
 from eclipse_seg.engine.checkpoint import load_checkpoint, save_checkpoint
+from eclipse_seg.engine.solver import build_adamw, lr_factor
 from eclipse_seg.errors import CheckpointError, TrainingError
 from eclipse_seg.losses import LossConfig, SetCriterion, Target
+from eclipse_seg.model.layers import train_keeping_frozen_in_eval
 from eclipse_seg.model.mask2former import SIZE_DIVISIBILITY, Mask2Former
 from eclipse_seg.model.pixel_decoder import PixelDecoderOutput
 from eclipse_seg.scenarios import Scenario, restrict_to_classes, step_training_indices
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -72,41 +77,21 @@ def plan_step(cfg: Config, scenario: Scenario, step: int, method: str) -> StepPl
                     c.class_weight, True)
 
 
-def grow_for_step(model: Mask2Former, cfg: Config, scenario: Scenario, step: int, method: str,
-                  thing_ids: set[int]) -> None:
-    """Structure of step t: ECLIPSE adds a prompt group; fine-tuning only adds a class head."""
-    new = scenario.classes_of_step(step)
-    flags = [c in thing_ids for c in new]
-    if method == "eclipse":
-        add_step(model, len(new), cfg.continual.num_prompts, thing_flags=flags)
-    else:
-        add_class_head(model, len(new), thing_flags=flags)
+def set_trainable(model: Mask2Former, plan: StepPlan, cfg: Config) -> list[torch.nn.Parameter]:
+    """requires_grad for this step; returns the trainable parameters. Prompt tuning trains only the
+    step's group (`freeze_for_step`); other steps train everything but the backbone's own frozen
+    stages (`freeze_at` / `frozen_stages`)."""
+    if plan.prompt_tuning:
+        return freeze_for_step(model, plan.step, cfg.continual.train_no_object_head)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.backbone.freeze()
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def build_optimizer(model: Mask2Former, plan: StepPlan, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW; backbone lr x multiplier; no weight decay on norms and embeddings (Mask2Former)."""
-    s = cfg.solver
-    groups: dict[tuple[float, float], list] = {}  # one group per (lr, wd): fused AdamW updates
-    norm_types = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm2d)
-    seen: set[int] = set()
-    for mod_name, module in model.named_modules():
-        for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            lr, wd = plan.lr, s.weight_decay
-            if mod_name.startswith("backbone"):
-                lr = lr * s.backbone_multiplier
-            if isinstance(module, norm_types):
-                wd = s.weight_decay_norm
-            elif isinstance(module, torch.nn.Embedding) or name == "level_embed":
-                wd = s.weight_decay_embed
-            elif name in ("relative_position_bias_table", "absolute_pos_embed"):  # Swin
-                wd = 0.0
-            groups.setdefault((lr, wd), []).append(p)
-    return torch.optim.AdamW(
-        [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()],
-        lr=plan.lr, weight_decay=s.weight_decay, foreach=True)  # CPU default is a loop per tensor
+    """The official AdamW of this step: one group per trainable tensor (see engine.solver)."""
+    return build_adamw(model, plan.lr, cfg.solver)
 
 
 class StepData:
@@ -123,15 +108,23 @@ class StepData:
         if not self.indices:
             raise TrainingError(f"step {plan.step}: no training image contains a class of this step "
                                 f"({sorted(self.classes)}); check the dataset and the scenario")
+        d = cfg.data
+        # an official pipeline (data.pipeline): its own sample production, aspect-grouped batches
+        self.pipeline = None if d.pipeline == "synthetic" else TrainingPipeline(
+            pipeline_spec(d.pipeline, short_sides=d.train_short_sides, max_size=d.train_max_size,
+                          crop_size=d.train_crop_size, flip=d.flip), dataset)
+        self._grouped: dict[tuple, AspectRatioGroupedBatches] = {}
+        self.iterations = plan.iterations
+        self._prefetch: Prefetcher | None = None
+        self.last_records: list[tuple[int, AugmentRecord]] = []  # (dataset index, record) per sample
 
     def sample_index(self, seed: int, step: int, position: int) -> int:
-        n = len(self.indices)
-        epoch, offset = divmod(position, n)
-        perm = np.random.default_rng([seed, step, epoch]).permutation(n)
-        return self.indices[int(perm[offset])]
+        return self.indices[int(stream_offsets(seed, step, [position], len(self.indices))[0])]
 
     def batch(self, seed: int, step: int, iteration: int, batch_size: int, rank: int = 0,
               world: int = 1) -> tuple[list[torch.Tensor], list[Target]]:
+        if self.pipeline is not None:
+            return self._pipeline_batch(seed, step, iteration, batch_size, rank, world)
         d = self.cfg.data
         images, targets = [], []
         for j in range(batch_size):
@@ -149,6 +142,37 @@ class StepData:
             images.append(img)
             targets.append(Target(labels[kept], masks))
         return images, pad_targets(images, targets)
+
+    def _pipeline_batch(self, seed: int, step: int, iteration: int, batch_size: int, rank: int,
+                        world: int) -> tuple[list[torch.Tensor], list[Target]]:
+        key = (seed, step, batch_size, rank, world)
+        if key not in self._grouped:
+            self._grouped[key] = AspectRatioGroupedBatches(self.pipeline.landscape(self.indices),
+                                                           seed, step, batch_size, rank, world)
+        if self._prefetch is None:  # samples made by threads, the next batch while this one trains
+            self._prefetch = Prefetcher(default_workers(world))
+
+        def jobs(it: int) -> list:
+            return [partial(self._pipeline_sample, seed, step, it, rank, j, int(p))
+                    for j, p in enumerate(self._grouped[key].positions(it))]
+
+        ahead = (key + (iteration + 1,), jobs(iteration + 1)) if iteration + 1 < self.iterations else None
+        images, targets, self.last_records = [], [], []
+        for index, sample in self._prefetch.run(key + (iteration,), jobs(iteration), ahead):
+            keep = torch.isin(sample.category_ids, torch.tensor(sorted(self.classes)))
+            labels = torch.tensor([self.scenario.label_of(int(c)) for c in sample.category_ids[keep]],
+                                  dtype=torch.int64)
+            images.append(sample.image)
+            targets.append(Target(labels, sample.masks[keep]))
+            self.last_records.append((index, sample.record))
+        return images, pad_targets(images, targets)
+
+    def _pipeline_sample(self, seed: int, step: int, iteration: int, rank: int, j: int,
+                         position: int) -> tuple[int, TrainingSample]:
+        """Sample j of a batch: its image from the stream, its draws seeded by (seed, step,
+        iteration, rank, j)."""
+        index = self.sample_index(seed, step, position)
+        return index, self.pipeline.sample(index, np.random.default_rng([seed, step, iteration, rank, j]))
 
 
 def pad_targets(images: list[torch.Tensor], targets: list[Target]) -> list[Target]:
@@ -184,8 +208,9 @@ def autocast_context(cfg: Config, device: torch.device):
 
 def frozen_trunk_features(model: Mask2Former, batch: torch.Tensor, cfg: Config) -> PixelDecoderOutput:
     """The frozen trunk's output at a prompt-tuning step: no autograd graph, and the precision of
-    `continual.trunk_amp` ("auto": the surrounding autocast of solver.amp; otherwise float32 or that
-    autocast, with float32 outputs for the decoder)."""
+    `continual.trunk_amp` ("auto": the surrounding autocast of solver.amp; "off": float32; "bf16" /
+    "fp16": the backbone under that autocast, on CPU too - the pixel decoder always computes in
+    float32, as the official one). Outputs in float32 unless "auto"."""
     mode = cfg.continual.trunk_amp
     with torch.no_grad():
         if mode == "auto":
@@ -256,15 +281,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     `evaluate_fn`: called every `solver.eval_period` iterations (rank 0 logs its result)."""
     device = model.device
     seed = cfg.solver.seed
-    if plan.prompt_tuning:
-        params = freeze_for_step(model, plan.step, cfg.continual.train_no_object_head)
-    else:
-        for p in model.parameters():
-            p.requires_grad_(True)
-        params = [p for p in model.parameters() if p.requires_grad]
-        # the FrozenBN buffers are not parameters; honour the backbone's freeze_at
-        model.backbone._freeze(cfg.model.backbone.freeze_at if cfg.model.backbone_type == "resnet"
-                               else cfg.model.swin.frozen_stages)
+    params = set_trainable(model, plan, cfg)
     optimizer = build_optimizer(model, plan, cfg)
     # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16)
@@ -294,7 +311,7 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     bar = tqdm(total=plan.iterations, initial=start_iter, desc=f"step {plan.step} [{plan.method}]",
                disable=not progress or rank != 0, dynamic_ncols=True, leave=False)
     last_ckpt = None
-    model.train()
+    train_keeping_frozen_in_eval(model)  # frozen parts run as at inference (no BN statistic drift)
     t0 = time.perf_counter()
     it = start_iter
     stop_at = plan.iterations if max_iterations is None else min(plan.iterations, start_iter + max_iterations)
@@ -312,9 +329,9 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     with _StopRequest() as stop:
         while it < stop_at:
             torch.manual_seed(hash((seed, plan.step, it)) & 0x7FFFFFFF)
-            lr_factor = (1 - it / plan.iterations) ** cfg.solver.poly_power
+            factor = lr_factor(cfg.solver, it, plan.iterations)
             for g in optimizer.param_groups:
-                g["lr"] = g["initial_lr"] * lr_factor
+                g["lr"] = g["initial_lr"] * factor
             images, targets = data.batch(seed, plan.step, it, plan.batch_size, rank, world)
             targets = [Target(t.labels.to(device), t.masks.to(device)) for t in targets]
             with autocast_context(cfg, device):
@@ -351,10 +368,13 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
                     record = {"iteration": it, "loss": loss.item(),
                               "lr": optimizer.param_groups[0]["lr"], **terms}
                     _log(log_path, board, record)
+                    if not progress:  # no bar: one line per log period instead
+                        dist.log(f"step {plan.step} [{plan.method}] iteration {it}/{plan.iterations}"
+                                 f"  loss {record['loss']:.4f}  lr {record['lr']:.3g}")
             if (evaluate_fn is not None and cfg.solver.eval_period > 0
                     and it % cfg.solver.eval_period == 0 and it < plan.iterations):
                 result = evaluate_fn()
-                model.train()
+                train_keeping_frozen_in_eval(model)
                 if rank == 0:
                     _log(log_path, board, {"iteration": it, **{f"eval/{k}": v for k, v in result.items()}})
             if stop.signal is not None:

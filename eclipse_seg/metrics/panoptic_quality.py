@@ -29,11 +29,9 @@ over zero classes is 0.0 instead of a ``ZeroDivisionError``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import re
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from eclipse_seg.data.coco_panoptic import is_file
+from eclipse_seg.data.files import is_file
+from eclipse_seg.data.panoptic_ids import read_panoptic_png
 from eclipse_seg.errors import ConfigError, DataError
 
 __all__ = [
@@ -50,8 +49,6 @@ __all__ = [
     "PQStat",
     "PQStatCat",
     "PanopticEvaluator",
-    "decode_panoptic_png",
-    "evaluate_panoptic_main",
     "format_pq_table",
     "parse_class_groups",
     "pq_compute",
@@ -469,35 +466,6 @@ class PanopticEvaluator:
 # files
 
 
-def decode_panoptic_png(path: Path) -> np.ndarray:
-    """Read a panoptic PNG into an (H, W) int64 id map (``R + 256*G + 256**2*B``).
-
-    RGB(A) images use their first three channels; single-channel images (L, I, P) are taken
-    as ids directly, like panopticapi's ``rgb2id``.  Raises DataError naming the file.
-    """
-    from PIL import Image
-
-    path = Path(path)
-    if not is_file(path):
-        raise DataError(f"{path}: panoptic PNG not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot read panoptic PNG ({exc})") from exc
-    if arr.ndim == 3 and arr.shape[2] >= 3:
-        a = arr[..., :3].astype(np.int64)
-        return a[..., 0] + 256 * a[..., 1] + 65536 * a[..., 2]
-    if arr.ndim == 2 and (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
-        out = arr.astype(np.int64)
-        if out.size and out.min() < 0:
-            raise DataError(f"{path}: single-channel panoptic PNG holds negative values")
-        return out
-    raise DataError(f"{path}: unsupported panoptic PNG layout (array shape {arr.shape}, "
-                    f"dtype {arr.dtype})")
-
-
 def _load_json(path: Path, kind: str) -> dict:
     path = Path(path)
     if not is_file(path):
@@ -538,8 +506,8 @@ _Task = tuple[str, list, str, list]
 
 def _image_task(task: _Task, categories: dict[int, dict]) -> PQStat:
     gt_png, gt_segs, pred_png, pred_segs = task
-    gt = decode_panoptic_png(Path(gt_png))
-    pred = decode_panoptic_png(Path(pred_png))
+    gt = read_panoptic_png(gt_png, panopticapi=True)
+    pred = read_panoptic_png(pred_png, panopticapi=True)
     if gt.shape != pred.shape:
         raise DataError(
             f"{pred_png}: pred PNG size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from gt "
@@ -662,23 +630,30 @@ def parse_class_groups(spec: str) -> dict[str, list[int]]:
     return out
 
 
+_GROUP_NAMES = {"old": "old classes", "new": "new classes", "all": "all seen",
+                "things": "seen things", "stuff": "seen stuff"}
+
+
 def format_pq_table(
     result: dict[str, Any],
     *,
     per_class: bool = False,
     names: Mapping[int, str] | None = None,
+    overall: bool = True,
 ) -> str:
-    """Text table of a :meth:`PanopticEvaluator.summarize` result, in percent.
+    """Text table of a :meth:`PanopticEvaluator.summarize` result, in points (0-100).
 
-    Rows All / Things / Stuff / each group; with ``per_class`` a second table lists every
-    class (name from ``names`` when given) with PQ/SQ/RQ and TP/FP/FN.
-    """
+    Rows: All / Things / Stuff over every category (unless not ``overall``), then one per class
+    group (a continual step's: old classes / new classes / all seen / seen things / seen stuff).
+    With ``per_class`` a second table lists every class (name from ``names`` when given); a class
+    with no segment in the ground truth nor the predictions shows "-"."""
     lines = [f"{'':>14} | {'PQ':>6} {'SQ':>6} {'RQ':>6} | {'N':>4}", "-" * 44]
-    rows = [(k, result[k]) for k in ("All", "Things", "Stuff") if k in result]
-    rows += list(result.get("groups", {}).items())
+    rows = [(k, result[k]) for k in ("All", "Things", "Stuff") if overall and k in result]
+    rows += [(_GROUP_NAMES.get(k, k), r) for k, r in (result.get("groups") or {}).items()]
     for name, r in rows:
-        lines.append(f"{str(name)[:14]:>14} | {100 * r['pq']:6.2f} {100 * r['sq']:6.2f} "
-                     f"{100 * r['rq']:6.2f} | {r['n']:>4d}")
+        values = (f"{100 * r['pq']:6.2f} {100 * r['sq']:6.2f} {100 * r['rq']:6.2f}" if r["n"]
+                  else f"{'-':>6} {'-':>6} {'-':>6}")
+        lines.append(f"{str(name)[:14]:>14} | {values} | {r['n']:>4d}")
     if per_class and result.get("per_class"):
         lines += ["", f"{'class':>24} | {'PQ':>6} {'SQ':>6} {'RQ':>6} | {'TP':>6} {'FP':>6} "
                   f"{'FN':>6}", "-" * 70]
@@ -686,40 +661,30 @@ def format_pq_table(
             label = f"{cid}"
             if names and int(cid) in names:
                 label = f"{cid} {names[int(cid)]}"
-            lines.append(f"{label[:24]:>24} | {100 * r['pq']:6.2f} {100 * r['sq']:6.2f} "
-                         f"{100 * r['rq']:6.2f} | {r['tp']:6d} {r['fp']:6d} {r['fn']:6d}")
+            values = (f"{100 * r['pq']:6.2f} {100 * r['sq']:6.2f} {100 * r['rq']:6.2f}"
+                      if r["tp"] + r["fp"] + r["fn"] else f"{'-':>6} {'-':>6} {'-':>6}")
+            lines.append(f"{label[:24]:>24} | {values} | {r['tp']:6d} {r['fp']:6d} {r['fn']:6d}")
     return "\n".join(lines)
 
 
-def evaluate_panoptic_main(argv: list[str] | None = None) -> int:
-    """CLI: evaluate COCO-panoptic predictions, print the table, optionally write JSON."""
-    parser = argparse.ArgumentParser(
-        prog="eclipse-seg evaluate-panoptic",
-        description="Panoptic quality with panopticapi pq_compute semantics.",
-    )
-    parser.add_argument("--gt-json", required=True, type=Path)
-    parser.add_argument("--gt-folder", required=True, type=Path)
-    parser.add_argument("--pred-json", required=True, type=Path)
-    parser.add_argument("--pred-folder", required=True, type=Path)
-    parser.add_argument("--class-groups", default=None,
-                        help="e.g. 'old:1-100,new:101-150' or 'a:1-3+7+9-10'")
-    parser.add_argument("--output", type=Path, default=None, help="write results JSON here")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--per-class", action="store_true", help="also print per-class rows")
-    args = parser.parse_args(argv)
-    groups = parse_class_groups(args.class_groups) if args.class_groups else None
-    result = pq_compute(args.gt_json, args.gt_folder, args.pred_json, args.pred_folder,
-                        groups=groups, workers=args.workers)
-    names = None
-    try:
-        with open(args.gt_json, encoding="utf-8") as f:
-            names = {int(c["id"]): str(c.get("name", "")) for c in json.load(f)["categories"]}
-    except Exception:  # names are cosmetic only
-        names = None
-    print(format_pq_table(result, per_class=args.per_class, names=names))
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-        print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+_SCORES = ("pq", "sq", "rq", "miou")
+
+
+def in_points(summary: Any) -> Any:
+    """A copy of an evaluation summary with every score (PQ, SQ, RQ, mIoU, per-class IoU) in points
+    (0-100), as the console shows them; counts are left as they are. Files written for people use
+    this, with ``"unit": "points"`` beside."""
+    if isinstance(summary, dict):
+        out = {}
+        for k, v in summary.items():
+            if k in _SCORES and isinstance(v, (int, float)):
+                out[k] = round(100 * v, 4)
+            elif k == "per_class" and isinstance(v, dict) and all(
+                    x is None or isinstance(x, float) for x in v.values()):
+                out[k] = {c: None if x is None else round(100 * x, 4) for c, x in v.items()}
+            else:
+                out[k] = in_points(v)
+        return out
+    if isinstance(summary, list):
+        return [in_points(v) for v in summary]
+    return summary

@@ -205,7 +205,7 @@ class MaskedAttentionDecoder(nn.Module):
     def invalidate_cache(self) -> None:
         self._index_cache.clear()
 
-    def _group_indices(self, groups: tuple[int, ...], device) -> dict[str, torch.Tensor]:
+    def group_indices(self, groups: tuple[int, ...], device) -> dict[str, torch.Tensor]:
         """Index tensors for one set of groups, built once: the group of each query, the group of
         each class column, and the block-diagonal self-attention mask (True = blocked)."""
         key = (groups, str(device))
@@ -232,7 +232,7 @@ class MaskedAttentionDecoder(nn.Module):
         prompt-tuning quirk). `manipulate`: apply logit manipulation (default: in eval mode with
         more than one group)."""
         groups = tuple(range(self.num_groups)) if groups is None else tuple(groups)
-        idx = self._group_indices(groups, mask_features.device)
+        idx = self.group_indices(groups, mask_features.device)
         b = mask_features.shape[0]
         srcs, poss, sizes = [], [], []
         for i in range(self.num_levels):
@@ -243,8 +243,8 @@ class MaskedAttentionDecoder(nn.Module):
         if manipulate is None:
             manipulate = not self.training and len(groups) > 1
         output = torch.cat([self.group_features(g) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
-        heads = self._stacked_heads(groups)
-        predictions = [self._predict(output, mask_features, groups, idx, sizes[0], manipulate, heads)]
+        heads = self.stacked_heads(groups)
+        predictions = [self.prediction_heads(output, mask_features, groups, idx, sizes[0], manipulate, heads)]
         for i in range(self.cfg.num_layers):
             pos = torch.cat([self.group_pos(g, i) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
             attn_mask = predictions[-1][2]
@@ -253,13 +253,13 @@ class MaskedAttentionDecoder(nn.Module):
                 output, srcs[level], poss[level], pos, attn_mask)
             output = self.transformer_self_attention_layers[i](output, pos, idx["self_attn_mask"])
             output = self.transformer_ffn_layers[i](output)
-            predictions.append(self._predict(output, mask_features, groups, idx,
+            predictions.append(self.prediction_heads(output, mask_features, groups, idx,
                                              sizes[(i + 1) % self.num_levels], manipulate, heads))
         final = predictions[-1]
         aux_preds = predictions[:-1] if aux == "all" else predictions[:1]
         return DecoderOutput(final[0], final[1], [Prediction(p[0], p[1]) for p in aux_preds])
 
-    def _stacked_heads(self, groups: tuple[int, ...]) -> dict:
+    def stacked_heads(self, groups: tuple[int, ...]) -> dict:
         """Stacked weights of the prompt groups' heads, built once per pass (see heads.stack_heads):
         with many steps, one batched matmul per layer replaces a call per group. Only when every
         class head runs (all groups, in order) and the prompt groups are of one size; the base
@@ -287,14 +287,14 @@ class MaskedAttentionDecoder(nn.Module):
             start += n
         return embeds[0] if len(embeds) == 1 else torch.cat(embeds, 1)
 
-    def _predict(self, output, mask_features, groups, idx, attn_size, manipulate, heads=None):
+    def prediction_heads(self, output, mask_features, groups, idx, attn_size, manipulate, heads=None):
         """Heads on one layer's queries -> (logits, masks, cross-attention mask for the next layer)."""
         heads = heads or {"cls": None, "mask": None}
         decoded = self.decoder_norm(output)
         logits = self.class_embed(decoded, heads["cls"])
         if manipulate:
             logits = manipulate_logits(logits, idx["query_group"], idx["col_group"],
-                                       self._deltas_for(groups))
+                                       self.deltas_for(groups))
         mask_embed = self._group_mask_embeddings(decoded, groups, heads["mask"])
         masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         with torch.no_grad():
@@ -304,7 +304,7 @@ class MaskedAttentionDecoder(nn.Module):
             attn = attn.repeat_interleave(self.num_heads, dim=0)
         return logits, masks, attn
 
-    def _deltas_for(self, groups: tuple[int, ...]) -> torch.Tensor:
+    def deltas_for(self, groups: tuple[int, ...]) -> torch.Tensor:
         """Delta of every group, padded with the last value / truncated (official rule)."""
         d = self.deltas
         full = torch.cat([d, d[-1:].expand(max(self.num_groups - d.numel(), 0))])[: self.num_groups]

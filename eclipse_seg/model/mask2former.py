@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from eclipse_seg.errors import ConfigError
+from eclipse_seg.inference import Thresholds, postprocess
 from eclipse_seg.model.backbone.resnet import ResNet, ResNetConfig
 from eclipse_seg.model.backbone.swin import SwinConfig, SwinTransformer, WindowAttention
 from eclipse_seg.model.decoder import DecoderConfig, DecoderOutput, MaskedAttentionDecoder
@@ -35,7 +36,7 @@ class ModelConfig:
     swin: SwinConfig = field(default_factory=SwinConfig)
     pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
-    base_classes: int = 100  # classes of step 0
+    base_classes: int = 0  # classes of step 0; 0 = set from the scenario when the model is built
 
 
 class SemSegHead(nn.Module):
@@ -58,6 +59,9 @@ class Mask2Former(nn.Module):
         else:
             raise ConfigError(f"model.backbone_type must be 'resnet' or 'swin', got "
                               f"{cfg.backbone_type!r}")
+        if cfg.base_classes <= 0:
+            raise ConfigError(f"model.base_classes must be positive to build a model, got "
+                              f"{cfg.base_classes} (the engine sets it from the scenario)")
         pixel_decoder = MSDeformAttnPixelDecoder(self.backbone.out_channels, cfg.pixel_decoder)
         predictor = MaskedAttentionDecoder(cfg.pixel_decoder.conv_dim, cfg.pixel_decoder.mask_dim,
                                            cfg.decoder, cfg.base_classes)
@@ -66,6 +70,8 @@ class Mask2Former(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
         # Thing flags per model label (0-based), used by panoptic post-processing.
         self.register_buffer("thing_mask", torch.zeros(cfg.base_classes, dtype=torch.bool))
+        # `predict`'s thresholds unless given per call (set from the config's `test` section).
+        self.thresholds = Thresholds()
 
     @property
     def decoder(self) -> MaskedAttentionDecoder:
@@ -123,21 +129,22 @@ class Mask2Former(nn.Module):
                             manipulate=manipulate)
 
     @torch.inference_mode()
-    def predict(self, images: list[torch.Tensor], output_sizes: list[tuple[int, int]] | None = None,
-                **thresholds) -> list[dict]:
-        """Panoptic and semantic predictions, one dict per image (see `inference.postprocess`)."""
-        from eclipse_seg.inference import postprocess  # inference sits above the model
-
+    def predict(self, images: list[torch.Tensor],
+                output_sizes: list[tuple[int, int] | None] | None = None, **thresholds) -> list[dict]:
+        """Panoptic and semantic predictions, one dict per image (see `inference.postprocess`).
+        `output_sizes[i]` None (or no list) = the image's own size; `thresholds` override
+        `self.thresholds` (object_mask_threshold, overlap_threshold)."""
+        settings = {**vars(self.thresholds), **thresholds}
         was_training = self.training
         self.eval()
         try:
             out = self(images)
             sizes = [tuple(im.shape[-2:]) for im in images]
+            wanted = output_sizes or [None] * len(images)
             padded = (out.pred_masks.shape[-2] * 4, out.pred_masks.shape[-1] * 4)
             return [
                 postprocess(out.pred_logits[i], out.pred_masks[i], padded, sizes[i],
-                            output_sizes[i] if output_sizes else sizes[i], self.thing_mask,
-                            **thresholds)
+                            tuple(wanted[i] or sizes[i]), self.thing_mask, **settings)
                 for i in range(len(images))
             ]
         finally:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eclipse_seg.model.backbone.resnet import Conv2dNorm
+from eclipse_seg.model.layers import Conv2dNorm, c2_xavier_fill
 from eclipse_seg.model.msdeform_attn import MSDeformAttn
 from eclipse_seg.model.position_encoding import sine_position_encoding
 
@@ -59,20 +59,12 @@ class PixelDecoderOutput:
         return iter((self.mask_features, self.multi_scale_features))
 
 
-def _c2_xavier_fill(conv: nn.Conv2d) -> None:
-    nn.init.kaiming_uniform_(conv.weight, a=1)
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
-
-
 class DeformableEncoderLayer(nn.Module):
     """Post-norm: x + MSDeformAttn(x + pos) -> LN -> x + FFN(x) -> LN.
 
     Without autograd, the fast path (`self_attn.use_gather`) runs the layer in chunks of queries
-    whose intermediates (sampling coordinates, taps, FFN activations) stay in cache (when
-    single-threaded); in float32 it
-    also adds each bias and residual to an output before an in-place matmul accumulates into it.
-    Equal within float rounding."""
+    (single-threaded: their intermediates stay in cache) and adds each bias and residual to an
+    output before an in-place matmul accumulates into it. Equal within float rounding."""
 
     query_chunk = 1024  # queries (all images together) per chunk of the chunked path, one thread
 
@@ -98,12 +90,11 @@ class DeformableEncoderLayer(nn.Module):
         return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
 
     def _forward_chunked(self, src, pos, reference_points, spatial_shapes) -> torch.Tensor:
+        """In float32 (the pixel decoder runs with autocast off)."""
         b, s, _ = src.shape
         attn = self.self_attn
         table = attn.value_table(src, spatial_shapes)  # every chunk reads all of it
         ref = attn.reference_pixels(reference_points, spatial_shapes)
-        # in-place matmuls skip autocast: under it the layer keeps its plain form
-        fused = not _autocast_enabled(src.device.type)
         out = torch.empty_like(src)
         # chunks help a single thread's caches; with more threads each chunk's many small ops
         # multiply the synchronisation of parallel regions (much slower on a loaded machine)
@@ -113,18 +104,12 @@ class DeformableEncoderLayer(nn.Module):
             sampled = attn.sample_table(
                 x + pos[:, q0 : q0 + step], ref[:, q0 : q0 + step], table, spatial_shapes
             )
-            y = self._fused_rest(x, sampled) if fused else self._plain_rest(x, sampled)
-            out[:, q0 : q0 + step] = y.view(x.shape)
+            out[:, q0 : q0 + step] = self._fused_rest(x, sampled).view(x.shape)
         return out
 
-    def _plain_rest(self, x: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
-        """The layer after the sampling, as written in `forward`."""
-        y = self.norm1(x + self.self_attn.output_proj(sampled))
-        return self.norm2(y + self.linear2(F.relu(self.linear1(y))))
-
     def _fused_rest(self, x: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
-        """`_plain_rest` with every bias and residual added before an in-place matmul: no bias
-        broadcast copy, no separate residual pass."""
+        """The layer after the sampling, each bias and residual added before an in-place matmul
+        accumulates into it: no bias broadcast copy, no separate residual pass."""
         n, c = x.shape[0] * x.shape[1], x.shape[2]
         proj = self.self_attn.output_proj
         y = torch.add(x, proj.bias).view(n, c).addmm_(sampled.view(n, c), proj.weight.t())
@@ -135,15 +120,6 @@ class DeformableEncoderLayer(nn.Module):
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4
-        return (
-            torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-        )
 
 
 class DeformableEncoder(nn.Module):
@@ -233,7 +209,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.transformer = DeformableTransformer(cfg, n_levels=3)
         self.conv_dim = cfg.conv_dim
         self.mask_features = nn.Conv2d(cfg.conv_dim, cfg.mask_dim, kernel_size=1)
-        _c2_xavier_fill(self.mask_features)
+        c2_xavier_fill(self.mask_features)
         self.adapter_1 = Conv2dNorm(
             in_channels["res2"],
             cfg.conv_dim,
@@ -249,8 +225,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             bias=False,
             norm=nn.GroupNorm(cfg.num_groups, cfg.conv_dim),
         )
-        _c2_xavier_fill(self.adapter_1)
-        _c2_xavier_fill(self.layer_1)
+        c2_xavier_fill(self.adapter_1)
+        c2_xavier_fill(self.layer_1)
         # channels-last convolutions, like the ResNet's: the FPN step at 1/4 resolution is ~20%
         # faster (batch 2, 640x640), and the encoded maps already are channels-last views
         self.to(memory_format=torch.channels_last)
@@ -267,10 +243,18 @@ class MSDeformAttnPixelDecoder(nn.Module):
         return self
 
     def forward(self, features: dict[str, torch.Tensor]) -> PixelDecoderOutput:
+        """Always in float32, even inside an autocast region (official: the deformable attention
+        does not support half precision, so the whole pixel decoder runs with autocast off)."""
+        features = {k: v.float() for k, v in features.items()}
+        device_type = features["res2"].device.type
+        if device_type not in ("cuda", "cpu"):  # no autocast there to switch off
+            return self._forward_fp32(features)
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward_fp32(features)
+
+    def _forward_fp32(self, features: dict[str, torch.Tensor]) -> PixelDecoderOutput:
         names = list(reversed(self.transformer_in_features))  # res5, res4, res3
-        srcs = [
-            proj(_channels_last(features[n].float())) for proj, n in zip(self.input_proj, names)
-        ]
+        srcs = [proj(_channels_last(features[n])) for proj, n in zip(self.input_proj, names)]
         multi_scale = self.transformer(srcs)
         lateral = self.adapter_1(_channels_last(features["res2"]))
         # bilinear upsampling is ~4x faster on NCHW than on channels-last input (same arithmetic)
@@ -280,8 +264,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             mode="bilinear",
             align_corners=False,
         )
-        fpn = lateral + _channels_last(up)
-        fpn = F.relu_(self.layer_1(fpn))
+        fpn = F.relu_(self.layer_1(lateral + _channels_last(up)))
         if (
             self.fast
         ):  # contiguous (NCHW) mask features: the decoder's mask einsum is faster on them

@@ -9,9 +9,9 @@ import pytest
 import torch
 from official_fixtures import TINY_OPTS, eval_opts, write_official_configs
 
+from eclipse_seg.cli import main
 from eclipse_seg.compat.official_checkpoint import (
     build_official,
-    import_official_main,
     load_official,
     official_thing_ids,
 )
@@ -94,7 +94,7 @@ def test_load_official_gives_identical_outputs(official, kind):
         out = model(official["images"])
     assert torch.equal(out.pred_logits, official["ref"].pred_logits)
     assert torch.equal(out.pred_masks, official["ref"].pred_masks)
-    assert model.decoder._deltas_for((0, 1, 2)).tolist() == pytest.approx([0.4, 0.5, 0.5])
+    assert model.decoder.deltas_for((0, 1, 2)).tolist() == pytest.approx([0.4, 0.5, 0.5])
     # thing flags from the ADE20K catalog in the class order (ADE: label l = id l + 1)
     from eclipse_seg.data.catalogs import load_catalog
 
@@ -151,12 +151,12 @@ def test_unreadable_checkpoint(tmp_path, official):
 
 
 def test_import_official_round_trip(official, tmp_path, capsys):
-    from eclipse_seg.engine.runner import load_model
+    from eclipse_seg.engine.build import load_model
 
     out = tmp_path / "ours.pt"
     argv = ["--weights", str(official["pth"]), "--config", str(official["cfg"]), "--output", str(out),
             "--opts", *OPTS]
-    assert import_official_main(argv) == 0
+    assert main(["import-official", *argv]) == 0
     assert "step 2" in capsys.readouterr().out
     model, cfg, scenario, step, method = load_model(out)
     assert (step, method, scenario.name) == (2, "eclipse", "50-20")
@@ -193,7 +193,7 @@ def test_model_zoo_linear_classifier_is_split(official, tmp_path):
         assert torch.equal(loaded(official["images"]).pred_logits, model(official["images"]).pred_logits)
 
 
-# ---- thing / stuff lookup: ours by class id, the official one by position (DESIGN 4b) -----------
+# ---- thing / stuff lookup: ours by class id, the official one by position (docs/design.md §7) -----------
 def _thing_labels(catalog, order, **kw):
     ids = official_thing_ids(catalog, order, **kw)
     return {label for label, c in enumerate(order) if c in ids}
@@ -207,7 +207,7 @@ def test_official_thing_lookup_differs_for_coco_order_c():
     order = official_order("coco")
     names = {c["contiguous_id"]: c["name"] for c in load_catalog("coco")}
     correct = _thing_labels("coco", order)
-    official = _thing_labels("coco", order, official_compat=True)
+    official = _thing_labels("coco", order, official_thing_lookup=True)
     assert len(correct) == 80 and official == set(range(79))
     # hand-checked (label, 1-based contiguous id in order "c", name, is a thing)
     for label, cid, name, thing in [(0, 1, "person", True), (6, 88, "floor-wood", False),
@@ -224,7 +224,7 @@ def test_official_thing_lookup_is_the_same_for_ade():
 
     order = official_order("ade20k")
     labels = _thing_labels("ade20k", order)
-    assert labels == _thing_labels("ade20k", order, official_compat=True)
+    assert labels == _thing_labels("ade20k", order, official_thing_lookup=True)
     assert 0 not in labels and 7 in labels  # wall (id 1) is stuff, bed (id 8) a thing
 
 
@@ -232,18 +232,18 @@ def test_official_thing_lookup_reaches_the_model(tmp_path):
     coco = write_official_configs(tmp_path)["coco_ps"]
     opts = eval_opts("coco_ps 83-5") + TINY_OPTS + ["CONT.TASK", "1"]
     ours, *_ = build_official(coco, opts)
-    official, *_ = build_official(coco, opts, official_compat=True)
+    official, *_ = build_official(coco, opts, official_thing_lookup=True)
     assert official.thing_mask.tolist() == [label <= 78 for label in range(88)]
     assert ours.thing_mask[82] and not ours.thing_mask[6]  # toilet, floor-wood
     with pytest.raises(ConfigError, match="not both"):
-        build_official(coco, opts, [0, 1], official_compat=True)
+        build_official(coco, opts, [0, 1], official_thing_lookup=True)
 
 
 def test_import_official_thing_lookup_flag(official, tmp_path):
     """Through `eclipse-seg import-official` (options first, as documented)."""
     from eclipse_seg.cli import main
+    from eclipse_seg.engine.build import load_model
     from eclipse_seg.engine.checkpoint import load_checkpoint
-    from eclipse_seg.engine.runner import load_model
 
     out = tmp_path / "ours.pt"
     base = ["--weights", str(official["pth"]), "--config", str(official["cfg"]), "--output", str(out)]
@@ -253,4 +253,4 @@ def test_import_official_thing_lookup_flag(official, tmp_path):
     catalog_flags = load_official(official["pth"], official["cfg"], OPTS).thing_mask
     assert torch.equal(load_model(out)[0].thing_mask, catalog_flags)
     with pytest.raises(SystemExit):
-        import_official_main(base + ["--thing-classes", "0", "--official-thing-lookup", "--opts", *OPTS])
+        main(["import-official", *base, "--thing-classes", "0", "--official-thing-lookup", "--opts", *OPTS])

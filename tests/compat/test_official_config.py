@@ -106,7 +106,7 @@ def test_official_script_settings_map(configs, name):
     assert d.deep_cls and d.prompt_deep and d.prompt_mask_mlp and d.cls_bias and not d.pre_norm
     assert cfg.model.backbone.depth == (101 if which == "ade_ss" else 50)
     assert cfg.model.pixel_decoder.num_layers == 6 and cfg.model.pixel_decoder.ffn_dim == 1024
-    assert cfg.test.semantic_on == (which == "ade_ss") and cfg.test.panoptic_on == (which != "ade_ss")
+    assert cfg.data.dataset == ("semantic" if which == "ade_ss" else "coco_panoptic")  # decides PQ or mIoU
     assert cfg.continual.order[:3] == ([1, 3, 10] if which == "coco_ps" else [1, 2, 3])
     assert cfg.continual.class_weight == 10.0
 

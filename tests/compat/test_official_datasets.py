@@ -13,7 +13,7 @@ from official_fixtures import TINY_OPTS, eval_opts, write_official_configs
 from eclipse_seg.cli import main
 from eclipse_seg.compat.official_checkpoint import build_official
 from eclipse_seg.data.catalogs import load_catalog, official_order, official_to_json_ids
-from eclipse_seg.engine.runner import load_model
+from eclipse_seg.engine.build import load_model
 from tests.real_layouts import make_ade20k_panoptic
 
 

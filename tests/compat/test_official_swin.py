@@ -17,9 +17,9 @@ from official_fixtures import (
     write_swin_configs,
 )
 
+from eclipse_seg.cli import main
 from eclipse_seg.compat.official_checkpoint import (
     build_official,
-    import_official_main,
     load_official,
 )
 from eclipse_seg.compat.official_config import load_official_config, to_eclipse_config
@@ -117,7 +117,7 @@ def test_our_swin_registers_the_official_key_layout(official):
 
 @pytest.mark.parametrize("kind", ["pth", "pkl"])
 def test_swin_checkpoint_round_trip(official, kind, tmp_path):
-    from eclipse_seg.engine.runner import load_model
+    from eclipse_seg.engine.build import load_model
 
     model = load_official(official[kind], official["cfg"], OPTS)
     own = model.state_dict()
@@ -127,7 +127,7 @@ def test_swin_checkpoint_round_trip(official, kind, tmp_path):
     out = tmp_path / "ours.pt"
     argv = ["--weights", str(official[kind]), "--config", str(official["cfg"]), "--output", str(out),
             "--opts", *OPTS]
-    assert import_official_main(argv) == 0
+    assert main(["import-official", *argv]) == 0
     ours, cfg, *_ = load_model(out)
     assert cfg.model.backbone_type == "swin" and cfg.model.swin.window_size == 4
     with torch.no_grad():

@@ -15,11 +15,12 @@ import torch
 import torch.distributed as td
 import torch.multiprocessing as mp
 
-from eclipse_seg.config import load_config
-from eclipse_seg.continual import set_deltas
+from eclipse_seg.config import TestConfig, load_config, resolve_config
+from eclipse_seg.continual import grow_for_step, set_deltas
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
 from eclipse_seg.engine.evaluate import evaluate_model
-from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, manifest_for
-from eclipse_seg.engine.train import grow_for_step, plan_step, train_step
+from eclipse_seg.engine.predictor import Predictor
+from eclipse_seg.engine.train import plan_step, train_step
 from tests.conftest import TINY_MODEL
 
 WORLD = 2
@@ -35,7 +36,7 @@ def state_hash(model: torch.nn.Module) -> str:
 
 
 def _cfg(data_root, out):
-    return load_config("configs/synthetic/base.yaml", TINY_MODEL + [
+    return load_config(resolve_config("synthetic/base"), TINY_MODEL + [
         f"data.root={data_root}", f"output_dir={out}", "solver.iterations=3", "continual.iterations=2",
         "solver.checkpoint_period=2", "solver.log_period=1", "test.batch_size=1"])
 
@@ -57,7 +58,8 @@ def _worker(rank: int, port: int, data_root: str, out: str) -> None:
         record = {}
         for step in (0, 1):
             if step == 1:
-                grow_for_step(model, cfg, scenario, 1, "eclipse", things)
+                grow_for_step(model, scenario.classes_of_step(1), things, "eclipse",
+                              cfg.continual.num_prompts)
             plan = plan_step(cfg, scenario, step, "eclipse")
             stats = train_step(model, cfg, scenario, plan, train, __import__("pathlib").Path(out)
                                / f"step_{step}", manifest_for(cfg, scenario, step, "eclipse", model),
@@ -65,8 +67,8 @@ def _worker(rank: int, port: int, data_root: str, out: str) -> None:
             record[f"hash_{step}"] = state_hash(model)
             record[f"iterations_{step}"] = stats["iterations"]
         set_deltas(model, cfg.continual.deltas)
-        summary = evaluate_model(model, val, scenario, 1, batch_size=1, max_images=EVAL_IMAGES,
-                                 progress=False)
+        summary = evaluate_model(Predictor(model, scenario, TestConfig(batch_size=1)), val, 1,
+                                 max_images=EVAL_IMAGES, progress=False)
         record["summary"] = summary
         if rank == 0:
             torch.save(model.state_dict(), f"{out}/final_state.pt")
@@ -82,6 +84,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not td.is_available() or not td.is_gloo_available(), reason="needs gloo")
 def test_two_ranks_stay_in_sync_and_evaluate_each_image_once(tiny_data, tmp_path):
     out = tmp_path / "ddp"
@@ -103,6 +106,6 @@ def test_two_ranks_stay_in_sync_and_evaluate_each_image_once(tiny_data, tmp_path
     model = build_model(cfg, scenario, "eclipse", 1, things)
     model.load_state_dict(torch.load(out / "final_state.pt"))
     set_deltas(model, cfg.continual.deltas)
-    single = evaluate_model(model, val, scenario, 1, batch_size=1, max_images=EVAL_IMAGES,
-                            progress=False)
+    single = evaluate_model(Predictor(model, scenario, TestConfig(batch_size=1)), val, 1,
+                            max_images=EVAL_IMAGES, progress=False)
     assert json.loads(json.dumps(single)) == r0["summary"]

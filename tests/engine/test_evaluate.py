@@ -8,9 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from eclipse_seg.config import TestConfig
 from eclipse_seg.data.semantic import SemanticAsPanoptic, SemanticDataset, semantic_categories
-from eclipse_seg.engine.evaluate import evaluate_model, step_result
-from eclipse_seg.engine.runner import format_results_table
+from eclipse_seg.engine.evaluate import evaluate_model
+from eclipse_seg.engine.predictor import Predictor
+from eclipse_seg.engine.results import format_results_table, step_result
 from eclipse_seg.scenarios import Scenario
 
 # PNG values (0 = other): classes 1, 2 at step 0, class 3 at step 1, class 4 not seen yet
@@ -29,7 +31,8 @@ class FixedModel:
 
     def predict(self, images, output_sizes=None, **thresholds):
         self.calls.append(([tuple(im.shape) for im in images], output_sizes))
-        return [{"sem_seg": torch.tensor(PRED)} for _ in images]
+        return [{"sem_seg": torch.tensor(PRED), "panoptic_seg": torch.zeros(2, 4, dtype=torch.int32),
+                 "segments_info": []} for _ in images]
 
 
 @pytest.fixture
@@ -51,8 +54,8 @@ SCENARIO = Scenario("2,1,1", (1, 2, 3, 4), (2, 1, 1))
     (False, {"1": 1 / 3, "2": 1.0, "3": 1.0}),  # "other" pixels ignored
 ])
 def test_miou_old_new_all_by_hand(dataset, background, ious):
-    summary = evaluate_model(FixedModel(), dataset, SCENARIO, 1, progress=False,
-                             unlabeled_as_background=background)
+    predictor = Predictor(FixedModel(), SCENARIO, TestConfig(unlabeled_as_background=background))
+    summary = evaluate_model(predictor, dataset, 1, progress=False)
     row = step_result(summary, 1, SCENARIO)
     assert row["per_class"] == {k: round(100 * v, 3) for k, v in ious.items()}
     assert row["miou_old"] == pytest.approx(100 * (ious["1"] + ious["2"]) / 2, abs=1e-3)
@@ -66,6 +69,7 @@ def test_miou_old_new_all_by_hand(dataset, background, ious):
 
 def test_input_resized_prediction_at_original_size(dataset):
     model = FixedModel()
-    evaluate_model(model, dataset, SCENARIO, 1, progress=False, min_size=4, max_size=6)
+    evaluate_model(Predictor(model, SCENARIO, TestConfig(min_size=4, max_size=6)), dataset, 1,
+                   progress=False)
     # 2x4 image: short side 4 -> 4x8, capped to 6 on the long side -> 3x6
     assert model.calls == [([(3, 3, 6)], [(2, 4)])]

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from eclipse_seg.cli import main
-from eclipse_seg.config import load_config
-from eclipse_seg.engine.check_data import check_data_main, preflight
+from eclipse_seg.config import load_config, resolve_config
+from eclipse_seg.engine.check_data import preflight
 from eclipse_seg.errors import DataError
 from tests.conftest import TINY_MODEL
 from tests.real_layouts import (
@@ -22,8 +22,9 @@ from tests.real_layouts import (
     make_coco_panoptic,
 )
 
-SMALL = [*TINY_MODEL, "data.base_size=64", "data.crop_size=64", "test.min_size=64",
+SMALL = [*TINY_MODEL, "data.train_short_sides=[64]", "data.train_crop_size=64", "test.min_size=64",
          "test.max_size=96", "solver.iterations=2", "continual.iterations=2"]
+SMALL += ["model.backbone.weights=none"]  # tiny widths: no ImageNet file fits; random on purpose
 
 
 @pytest.mark.parametrize("config, make, scenario, metric", [
@@ -31,6 +32,7 @@ SMALL = [*TINY_MODEL, "data.base_size=64", "data.crop_size=64", "test.min_size=6
     ("coco/panoptic_r50", make_coco_panoptic, "83-50", "pq"),
     ("ade20k/semantic_r101", make_ade20k_semantic, "100-50", "miou"),
 ])
+@pytest.mark.slow
 def test_train_evaluate_predict(config, make, scenario, metric, tmp_path, monkeypatch):
     data = make(tmp_path / "data")
     monkeypatch.setenv("ECLIPSE_DATA", str(data))
@@ -54,7 +56,7 @@ def test_train_evaluate_predict(config, make, scenario, metric, tmp_path, monkey
 
 
 def _semantic_cfg(*extra):
-    return load_config("configs/ade20k/semantic_r101.yaml", list(extra))
+    return load_config(resolve_config("ade20k/semantic_r101"), list(extra))
 
 
 def test_wrong_data_root_names_the_resolved_path(tmp_path, monkeypatch):
@@ -73,7 +75,7 @@ def test_missing_panoptic_json_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("ECLIPSE_DATA", str(make_ade20k_panoptic(tmp_path)))
     (tmp_path / "ADEChallengeData2016" / "ade20k_panoptic_val.json").unlink()
     with pytest.raises(DataError, match=r"ade20k_panoptic_val\.json: panoptic JSON file not found"):
-        preflight(load_config("configs/ade20k/panoptic_r50.yaml", ["continual.scenario=100-50"]))
+        preflight(load_config(resolve_config("ade20k/panoptic_r50"), ["continual.scenario=100-50"]))
 
 
 def test_semantic_problems_name_file_and_value(tmp_path, monkeypatch, capsys):
@@ -85,7 +87,7 @@ def test_semantic_problems_name_file_and_value(tmp_path, monkeypatch, capsys):
     Image.fromarray(np.full(SIZE, 200, np.uint8), mode="L").save(labels / "ADE_train_00000000.png")
     (labels / "ADE_train_00000001.png").write_bytes((labels / "ADE_train_00000002.png").read_bytes()[:40])
     Image.fromarray(np.ones((8, 8), np.uint8), mode="L").save(labels / "ADE_train_00000003.png")
-    assert check_data_main(["ade20k/semantic_r101", "continual.scenario=100-50"]) == 1
+    assert main(["check-data", "ade20k/semantic_r101", "continual.scenario=100-50"]) == 1
     out = capsys.readouterr().out
     assert "ADE_train_00000000.png: label values [200] out of range" in out
     assert "ADE_train_00000001.png: cannot decode label PNG" in out
@@ -96,5 +98,5 @@ def test_semantic_problems_name_file_and_value(tmp_path, monkeypatch, capsys):
 def test_semantic_step_without_training_image_is_reported(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ECLIPSE_DATA", str(make_ade20k_semantic(tmp_path)))
     # every training map holds ADE ids 1, 6, 120: scenario 100-5's steps 2..10 have no image
-    assert check_data_main(["ade20k/semantic_r101"]) == 1
+    assert main(["check-data", "ade20k/semantic_r101"]) == 1
     assert "step 2 of scenario 100-5: no training image" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, manifest_for
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
 from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.errors import CheckpointError
 
@@ -36,6 +36,7 @@ def _losses(step_dir):
     return [json.loads(line)["loss"] for line in (step_dir / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical(tiny_cfg, tmp_path):
     cfg, train, scenario, things = _setup(tiny_cfg)
     plan = plan_step(cfg, scenario, 0, "eclipse")
@@ -56,6 +57,7 @@ def test_resume_is_bitwise_identical(tiny_cfg, tmp_path):
     assert b[:2] == a[:2] and b[-2:] == a[-2:]  # iterations 3-4 replayed identically
 
 
+@pytest.mark.slow
 def test_corrupt_last_checkpoint_falls_back_to_previous(tiny_cfg, tmp_path):
     cfg, train, scenario, things = _setup(tiny_cfg, "solver.iterations=6")
     plan = plan_step(cfg, scenario, 0, "eclipse")
@@ -83,11 +85,12 @@ def test_checkpoint_of_other_run_is_refused(tiny_cfg, tmp_path):
         train_step(model, cfg, scenario, plan, train, tmp_path, other, progress=False)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_step_then_resume_matches_uninterrupted(tiny_data, tmp_path):
     """A real process killed with SIGKILL resumes with `--resume` to the same final weights."""
     from tests.conftest import TINY_MODEL
 
-    common = [sys.executable, "-m", "eclipse_seg", "train", "configs/synthetic/base.yaml",
+    common = [sys.executable, "-m", "eclipse_seg", "train", "synthetic/base",
               "--step", "0", "--no-progress", *TINY_MODEL, f"data.root={tiny_data}",
               "solver.iterations=40", "solver.checkpoint_period=5", "data.max_val_images=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -8,16 +8,16 @@ import dataclasses
 import pytest
 import torch
 
-from eclipse_seg.config import load_config
-from eclipse_seg.continual import add_step, set_deltas
-from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, manifest_for
-from eclipse_seg.engine.train import grow_for_step, plan_step, train_step
+from eclipse_seg.config import load_config, resolve_config
+from eclipse_seg.continual import add_step, grow_for_step, set_deltas
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
+from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.model.mask2former import Mask2Former
 from tests.conftest import TINY_MODEL
 
 
 def _tiny_model(groups: int = 3) -> Mask2Former:
-    cfg = load_config("configs/synthetic/base.yaml", TINY_MODEL)
+    cfg = load_config(resolve_config("synthetic/base"), TINY_MODEL)
     torch.manual_seed(0)
     model = Mask2Former(dataclasses.replace(cfg.model, base_classes=4))
     for _ in range(groups - 1):
@@ -94,7 +94,7 @@ def test_prompt_tuning_builds_no_graph_for_the_frozen_trunk(tiny_cfg):
     scenario = build_scenario(cfg, train)
     things = {c["id"] for c in train.categories if c["isthing"]}
     model = build_model(cfg, scenario, "eclipse", 0, things)
-    grow_for_step(model, cfg, scenario, 1, "eclipse", things)
+    grow_for_step(model, scenario.classes_of_step(1), things, "eclipse", cfg.continual.num_prompts)
     seen = {}
 
     def hook(name):

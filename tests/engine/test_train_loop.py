@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from eclipse_seg.config import load_config
-from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, manifest_for
+from eclipse_seg.config import load_config, resolve_config
+from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
 from eclipse_seg.engine.train import plan_step, train_step
 
 
@@ -34,12 +34,11 @@ def test_periodic_evaluation_is_logged(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("name,steps", [("ade20k/panoptic_r50", 11), ("coco/panoptic_r50", 11),
                                         ("ade20k/semantic_r101", 11), ("synthetic/base", 4)])
 def test_shipped_configs_load(name, steps):
-    from eclipse_seg.cli import _resolve_config
     from eclipse_seg.data.catalogs import official_order
     from eclipse_seg.scenarios import parse_scenario
 
-    cfg = load_config(_resolve_config(name))
+    cfg = load_config(resolve_config(name))
     order = official_order(cfg.data.catalog) if cfg.data.catalog else list(range(1, 13))
     scenario = parse_scenario(cfg.continual.scenario, order)
     assert scenario.num_steps == steps
-    assert scenario.steps[0] == cfg.model.base_classes
+    assert cfg.model.base_classes == 0  # taken from the scenario when the model is built

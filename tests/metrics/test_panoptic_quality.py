@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from eclipse_seg.cli import main
 from eclipse_seg.errors import ConfigError, DataError
 from eclipse_seg.metrics.panoptic_quality import (
     PanopticEvaluator,
     PQStat,
-    evaluate_panoptic_main,
     format_pq_table,
+    in_points,
     parse_class_groups,
     pq_compute,
     pq_stat_single,
@@ -439,14 +440,16 @@ def test_cli_writes_results_json(tmp_path, capsys):
     images = [random_image(rng) for _ in range(3)]
     gj, gd, pj, pd = write_dataset(tmp_path, images)
     out = tmp_path / "res" / "results.json"
-    rc = evaluate_panoptic_main([
-        "--gt-json", str(gj), "--gt-folder", str(gd), "--pred-json", str(pj),
+    rc = main([
+        "evaluate-panoptic", "--gt-json", str(gj), "--gt-folder", str(gd), "--pred-json", str(pj),
         "--pred-folder", str(pd), "--class-groups", "old:1-2,new:3+4", "--output", str(out),
         "--per-class",
     ])
     assert rc == 0
     saved = json.loads(out.read_text())
-    assert saved == evaluate(*images, groups={"old": [1, 2], "new": [3, 4]})
+    expected = evaluate(*images, groups={"old": [1, 2], "new": [3, 4]})
+    assert saved == {"unit": "points", **in_points(expected)}  # what the console shows
+    assert saved["All"]["pq"] == pytest.approx(100 * expected["All"]["pq"], abs=1e-4)
     printed = capsys.readouterr().out
     for word in ("All", "Things", "Stuff", "old", "new", "person", "road"):
         assert word in printed

@@ -50,8 +50,8 @@ def test_fully_blocked_row_attends_everywhere():
     mf[1, 1] = -mf[0, 1]
     emb = torch.tensor([[-5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])  # all < 0.5 / left half / all >= 0.5
     dec.mask_embed = FixedEmbed(emb.expand(2, -1, -1))
-    idx = dec._group_indices((0,), mf.device)
-    logits, masks, attn = dec._predict(torch.randn(2, 3, HID), mf, (0,), idx, (4, 4), False)
+    idx = dec.group_indices((0,), mf.device)
+    logits, masks, attn = dec.prediction_heads(torch.randn(2, 3, HID), mf, (0,), idx, (4, 4), False)
     assert masks.shape == (2, 3, 4, 4)
     assert logits.shape == (2, 3, 5)
     assert attn.dtype == torch.bool and attn.shape == (2 * dec.num_heads, 3, 16)
@@ -71,8 +71,8 @@ def test_attn_mask_resized_to_level():
     mf = torch.ones(1, 1, 8, 8)
     mf[..., :4] = -1.0  # left half negative
     dec.mask_embed = FixedEmbed(torch.ones(1, 1, 1))
-    idx = dec._group_indices((0,), mf.device)
-    _, _, attn = dec._predict(torch.randn(1, 1, HID), mf, (0,), idx, (2, 2), False)
+    idx = dec.group_indices((0,), mf.device)
+    _, _, attn = dec.prediction_heads(torch.randn(1, 1, HID), mf, (0,), idx, (2, 2), False)
     assert attn.shape == (dec.num_heads, 1, 4)
     assert attn[0, 0].tolist() == [True, False, True, False]
 
@@ -183,7 +183,7 @@ def test_deltas_padding_and_truncation():
     for given, expected in (([0.4], [0.4, 0.4, 0.4]), ([0.4, 0.6], [0.4, 0.6, 0.6]),
                             ([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]), ([0.1, -0.2, 0.3, 0.4], [0.1, -0.2, 0.3])):
         dec.deltas = torch.tensor(given)
-        assert torch.allclose(dec._deltas_for((0, 1, 2)), torch.tensor(expected))
+        assert torch.allclose(dec.deltas_for((0, 1, 2)), torch.tensor(expected))
 
 
 # ----- groups in a whole (tiny) model ---------------------------------------------------------------
@@ -239,12 +239,12 @@ def test_stacked_prompt_heads_equal_one_call_per_group(deep_cls, monkeypatch):
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     dec = model.decoder
-    stacked = dec._stacked_heads(tuple(range(dec.num_groups)))
+    stacked = dec.stacked_heads(tuple(range(dec.num_groups)))
     assert stacked["cls"] is not None and stacked["mask"] is not None
     x = torch.rand(2, 3, 32, 32) * 255
     with torch.no_grad():
         fast = model(x)
-        monkeypatch.setattr(dec, "_stacked_heads", lambda groups: {"cls": None, "mask": None})
+        monkeypatch.setattr(dec, "stacked_heads", lambda groups: {"cls": None, "mask": None})
         loop = model(x)
     for a, b in zip([fast] + fast.aux_outputs, [loop] + loop.aux_outputs):
         assert torch.allclose(a.pred_logits, b.pred_logits, atol=1e-5)
@@ -257,6 +257,6 @@ def test_heads_of_different_shapes_are_not_stacked():
     model = tiny_model().eval()
     add_step(model, num_classes=2, num_prompts=3)
     add_step(model, num_classes=1, num_prompts=2)  # another class count and prompt count
-    heads = model.decoder._stacked_heads((0, 1, 2))
+    heads = model.decoder.stacked_heads((0, 1, 2))
     assert heads == {"cls": None, "mask": None}
-    assert model.decoder._stacked_heads((0, 1)) == {"cls": None, "mask": None}
+    assert model.decoder.stacked_heads((0, 1)) == {"cls": None, "mask": None}

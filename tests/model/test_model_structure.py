@@ -1,4 +1,5 @@
-"""Structure of the real R50 ADE model against DESIGN §3 and the official checkpoint key names."""
+"""Structure of the real R50 ADE model (detectron2 ResNet layout, Mask2Former heads) and the official
+checkpoint key names."""
 
 import pickle
 
@@ -17,7 +18,7 @@ from eclipse_seg.model.decoder import DecoderConfig
 from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
 from eclipse_seg.model.pixel_decoder import PixelDecoderConfig
 
-# Measured on the default R50 ADE config with 100 base classes (DESIGN §3). The backbone part equals
+# Measured on the default R50 ADE config with 100 base classes. The backbone part equals
 # torchvision's resnet50 without `fc` and with BN affine parameters as (frozen) buffers.
 R50_TOTAL_PARAMS = 43_975_397
 R50_BACKBONE_PARAMS = 23_454_912

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from eclipse_seg.config import load_config
+from eclipse_seg.cli import main
+from eclipse_seg.config import load_config, resolve_config
 from eclipse_seg.engine.check_data import (
     Problem,
     check_config_data,
-    check_data_main,
     check_dataset,
     format_problems,
     preflight,
@@ -60,7 +60,7 @@ def _tree_hash(root: Path) -> dict[str, str]:
 
 
 def _cfg(root: Path, *extra: str):
-    return load_config(REPO / "configs/synthetic/base.yaml", [f"data.root={root}", *extra])
+    return load_config(resolve_config("synthetic/base"), [f"data.root={root}", *extra])
 
 
 def _files(problems: list[Problem]) -> list[str]:
@@ -196,17 +196,17 @@ def test_many_problems_reported_together_and_nothing_modified(data, capsys):
     with pytest.raises(DataError) as e:
         preflight(_cfg(data))
     assert "555" in str(e.value) and "images[3].width" in str(e.value)
-    assert check_data_main([str(REPO / "configs/synthetic/base.yaml"), f"data.root={data}"]) == 1
+    assert main(["check-data", "synthetic/base", f"data.root={data}"]) == 1
     out = capsys.readouterr().out
     assert "555" in out and str(png1) in out
-    assert check_data_main([str(REPO / "configs/synthetic/base.yaml"), f"data.root={data}",
+    assert main(["check-data", "synthetic/base", f"data.root={data}",
                             "--quick"]) == 1
     assert _tree_hash(data) == before
 
 
 def test_check_data_main_clean(data, capsys):
     before = _tree_hash(data)
-    assert check_data_main([str(REPO / "configs/synthetic/base.yaml"), f"data.root={data}"]) == 0
+    assert main(["check-data", "synthetic/base", f"data.root={data}"]) == 0
     assert "no problems found" in capsys.readouterr().out
     assert _tree_hash(data) == before
 
@@ -284,13 +284,14 @@ def test_output_dir_of_another_config_and_nothing_deleted(tiny_cfg, tmp_path):
 # --------------------------------------------------------------------------------------------------
 # training: SIGTERM and a non-finite loss
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sigterm_saves_checkpoint_and_exits_130(tiny_data, tmp_path):
     from eclipse_seg.engine.checkpoint import load_checkpoint
     from tests.conftest import TINY_MODEL
 
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "eclipse_seg", "train", str(REPO / "configs/synthetic/base.yaml"),
+    cmd = [sys.executable, "-m", "eclipse_seg", "train", "synthetic/base",
            "--step", "0", "--no-progress", *TINY_MODEL, f"data.root={tiny_data}",
            "solver.iterations=2000", "solver.checkpoint_period=100000", "solver.log_period=1",
            "--output", str(out)]
@@ -321,7 +322,7 @@ def test_sigterm_saves_checkpoint_and_exits_130(tiny_data, tmp_path):
 
 def test_non_finite_loss_names_iteration_and_terms(tiny_cfg, tmp_path, monkeypatch):
     from eclipse_seg.engine import train as train_mod
-    from eclipse_seg.engine.runner import build_datasets, build_model, build_scenario, manifest_for
+    from eclipse_seg.engine.build import build_datasets, build_model, build_scenario, manifest_for
 
     cfg = tiny_cfg("solver.iterations=5", "solver.checkpoint_period=100")
     train_ds, _ = build_datasets(cfg)

@@ -32,7 +32,7 @@ from eclipse_seg.errors import ConfigError, DataError, EclipseSegError
 from eclipse_seg.metrics.panoptic_quality import OFFSET, PanopticEvaluator
 
 EXAMPLES: Counter = Counter()
-FUZZ = settings(max_examples=100, deadline=None, derandomize=False,
+FUZZ = settings(max_examples=100, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 

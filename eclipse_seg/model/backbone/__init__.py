@@ -1,3 +1,4 @@
+from eclipse_seg.model.backbone.base import Backbone
 from eclipse_seg.model.backbone.resnet import ResNet, ResNetConfig, load_resnet_weights
 from eclipse_seg.model.backbone.swin import (
     SWIN_PRESETS,
@@ -6,6 +7,27 @@ from eclipse_seg.model.backbone.swin import (
     load_swin_weights,
     swin_preset,
 )
+from eclipse_seg.model.backbone.weights import (
+    WEIGHTS_ENV,
+    LoadReport,
+    WeightsLookup,
+    find_weights,
+    read_weight_file,
+)
 
-__all__ = ["SWIN_PRESETS", "ResNet", "ResNetConfig", "SwinConfig", "SwinTransformer",
-           "load_resnet_weights", "load_swin_weights", "swin_preset"]
+__all__ = [
+    "SWIN_PRESETS",
+    "WEIGHTS_ENV",
+    "Backbone",
+    "LoadReport",
+    "ResNet",
+    "ResNetConfig",
+    "SwinConfig",
+    "SwinTransformer",
+    "WeightsLookup",
+    "find_weights",
+    "load_resnet_weights",
+    "load_swin_weights",
+    "read_weight_file",
+    "swin_preset",
+]

@@ -21,14 +21,19 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from eclipse_seg.errors import CheckpointError, ConfigError
-from eclipse_seg.model.backbone.weights import read_weight_file
+from eclipse_seg.errors import ConfigError
+from eclipse_seg.model.backbone.base import Backbone
+from eclipse_seg.model.backbone.weights import (
+    LoadReport,
+    as_tensor,
+    load_matching,
+    open_weight_file,
+)
 
 # Additive attention mask between tokens of different shifted-window regions (official value).
 MASK_VALUE = -100.0
@@ -55,15 +60,29 @@ class SwinConfig:
     out_indices: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     frozen_stages: int = -1  # official semantics; -1 trains everything (Mask2Former's setting)
     use_checkpoint: bool = False  # activation checkpointing per block (saves memory)
+    # ImageNet weights for step 0 (Mask2Former's Swin `.pth` / `.pkl`): a file (relative: under
+    # $ECLIPSE_WEIGHTS, else the working directory) or "none" (random initialisation, on purpose)
+    weights: str = "none"
+    allow_partial_weights: bool = False  # load what fits from a file that lacks keys
 
 
 SWIN_PRESETS: dict[str, SwinConfig] = {
     "tiny": SwinConfig(),
     "small": SwinConfig(depths=[2, 2, 18, 2]),
-    "base": SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32],
-                       window_size=12, pretrain_img_size=384),
-    "large": SwinConfig(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48],
-                        window_size=12, pretrain_img_size=384),
+    "base": SwinConfig(
+        embed_dim=128,
+        depths=[2, 2, 18, 2],
+        num_heads=[4, 8, 16, 32],
+        window_size=12,
+        pretrain_img_size=384,
+    ),
+    "large": SwinConfig(
+        embed_dim=192,
+        depths=[2, 2, 18, 2],
+        num_heads=[6, 12, 24, 48],
+        window_size=12,
+        pretrain_img_size=384,
+    ),
 }
 
 
@@ -106,8 +125,9 @@ def relative_position_index(ws: int) -> torch.Tensor:
     return d_row * (2 * ws - 1) + d_col
 
 
-def shifted_window_mask(hp: int, wp: int, ws: int, shift: int,
-                        device: torch.device | None = None) -> torch.Tensor:
+def shifted_window_mask(
+    hp: int, wp: int, ws: int, shift: int, device: torch.device | None = None
+) -> torch.Tensor:
     """(nW, ws*ws, ws*ws) additive mask for the rolled, padded (hp, wp) map: 0 between tokens of the
     same region, MASK_VALUE otherwise. Along each axis the regions are [0, L-ws), [L-ws, L-shift)
     and [L-shift, L) (the last `shift` positions are the ones wrapped around by the roll)."""
@@ -165,15 +185,23 @@ class WindowAttention(nn.Module):
     `use_sdpa` switches to F.scaled_dot_product_attention (equal within float rounding); the default
     explicit path follows the official arithmetic (scale q, add bias and mask, softmax)."""
 
-    def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        window_size: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
         super().__init__()
         if dim % num_heads:
             raise ConfigError(f"Swin: channels {dim} not divisible by {num_heads} heads")
         self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window_size - 1) ** 2, num_heads))
+            torch.zeros((2 * window_size - 1) ** 2, num_heads)
+        )
         # persistent, as in the official module (its checkpoints carry it)
         self.register_buffer("relative_position_index", relative_position_index(window_size))
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
@@ -185,7 +213,7 @@ class WindowAttention(nn.Module):
 
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N) bias, N = ws*ws."""
-        n = self.window_size ** 2
+        n = self.window_size**2
         bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
         return bias.reshape(n, n, self.num_heads).permute(2, 0, 1)
 
@@ -201,8 +229,12 @@ class WindowAttention(nn.Module):
             q, k, v = (t.reshape(bw // nw, nw, h, n, -1) for t in (q, k, v))
         if self.use_sdpa:
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias.to(q.dtype),
-                dropout_p=self.attn_drop.p if self.training else 0.0)
+                q,
+                k,
+                v,
+                attn_mask=bias.to(q.dtype),
+                dropout_p=self.attn_drop.p if self.training else 0.0,
+            )
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1) + bias
             attn = self.attn_drop(attn.softmax(dim=-1))
@@ -217,8 +249,18 @@ class WindowAttention(nn.Module):
 class SwinBlock(nn.Module):
     """LN -> (shifted) window attention -> residual; LN -> MLP -> residual (drop path on both)."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, attn_drop: float, drop_path: float):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop: float,
+        attn_drop: float,
+        drop_path: float,
+    ):
         super().__init__()
         if not 0 <= shift < window_size:
             raise ConfigError(f"Swin: shift {shift} must lie in [0, window_size={window_size})")
@@ -272,15 +314,35 @@ class PatchMerging(nn.Module):
 class SwinStage(nn.Module):
     """`blocks` (alternating regular / shifted windows) then optional `downsample`."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, attn_drop: float, drop_path: list[float],
-                 downsample: bool, use_checkpoint: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop: float,
+        attn_drop: float,
+        drop_path: list[float],
+        downsample: bool,
+        use_checkpoint: bool = False,
+    ):
         super().__init__()
         self.window_size, self.shift = window_size, window_size // 2
         self.use_checkpoint = use_checkpoint
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window_size, 0 if i % 2 == 0 else self.shift, mlp_ratio,
-                      qkv_bias, drop, attn_drop, drop_path[i])
+            SwinBlock(
+                dim,
+                num_heads,
+                window_size,
+                0 if i % 2 == 0 else self.shift,
+                mlp_ratio,
+                qkv_bias,
+                drop,
+                attn_drop,
+                drop_path[i],
+            )
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim) if downsample else None
@@ -323,7 +385,7 @@ class PatchEmbed(nn.Module):
         return x
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(Backbone):
     """(B, 3, H, W) -> {"res{i+2}": (B, embed_dim * 2**i, ~H/2**(i+2), ~W/2**(i+2))} for i in
     `out_indices` (sizes are ceil-divided at every stage, so any H, W works)."""
 
@@ -333,8 +395,10 @@ class SwinTransformer(nn.Module):
         self.cfg = cfg
         depths, heads = list(cfg.depths), list(cfg.num_heads)
         if len(depths) != len(heads) or not depths:
-            raise ConfigError(f"Swin: depths {depths} and num_heads {heads} must be non-empty lists "
-                              "of the same length")
+            raise ConfigError(
+                f"Swin: depths {depths} and num_heads {heads} must be non-empty lists "
+                "of the same length"
+            )
         if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in depths + heads):
             raise ConfigError(f"Swin: depths {depths} and num_heads {heads} must be positive ints")
         if cfg.window_size < 1 or cfg.patch_size < 1 or cfg.embed_dim < 1:
@@ -342,10 +406,12 @@ class SwinTransformer(nn.Module):
         n = len(depths)
         out_indices = sorted(set(cfg.out_indices))
         if not out_indices or any(not 0 <= i < n for i in out_indices):
-            raise ConfigError(f"Swin: out_indices {cfg.out_indices} must be stage indices 0..{n - 1}")
+            raise ConfigError(
+                f"Swin: out_indices {cfg.out_indices} must be stage indices 0..{n - 1}"
+            )
         self.num_layers = n
         self.out_indices = out_indices
-        self.num_features = [cfg.embed_dim * 2 ** i for i in range(n)]
+        self.num_features = [cfg.embed_dim * 2**i for i in range(n)]
 
         self.patch_embed = PatchEmbed(cfg.patch_size, 3, cfg.embed_dim, cfg.patch_norm)
         if cfg.ape:
@@ -357,42 +423,48 @@ class SwinTransformer(nn.Module):
         self.layers = nn.ModuleList()
         for i in range(n):
             start = sum(depths[:i])
-            self.layers.append(SwinStage(
-                self.num_features[i], depths[i], heads[i], cfg.window_size, cfg.mlp_ratio,
-                cfg.qkv_bias, cfg.drop_rate, cfg.attn_drop_rate, rates[start:start + depths[i]],
-                downsample=i < n - 1, use_checkpoint=cfg.use_checkpoint))
+            self.layers.append(
+                SwinStage(
+                    self.num_features[i],
+                    depths[i],
+                    heads[i],
+                    cfg.window_size,
+                    cfg.mlp_ratio,
+                    cfg.qkv_bias,
+                    cfg.drop_rate,
+                    cfg.attn_drop_rate,
+                    rates[start : start + depths[i]],
+                    downsample=i < n - 1,
+                    use_checkpoint=cfg.use_checkpoint,
+                )
+            )
         for i in out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
 
-        self.out_channels: dict[str, int] = {f"res{i + 2}": self.num_features[i] for i in out_indices}
-        self.strides: dict[str, int] = {f"res{i + 2}": cfg.patch_size * 2 ** i for i in out_indices}
-        self._freeze()
+        self.out_channels: dict[str, int] = {
+            f"res{i + 2}": self.num_features[i] for i in out_indices
+        }
+        self.strides: dict[str, int] = {f"res{i + 2}": cfg.patch_size * 2**i for i in out_indices}
+        self.freeze()
 
-    def _frozen_modules(self, frozen_stages: int) -> list[nn.Module]:
-        mods: list[nn.Module] = []
-        if frozen_stages >= 0:
-            mods.append(self.patch_embed)
-        if frozen_stages >= 2:
-            mods.extend(self.layers[: frozen_stages - 1])
+    def frozen_modules(self) -> list[nn.Module]:
+        """Official `frozen_stages` k: >= 0 freezes patch_embed, k >= 2 also layers[0 .. k-2]."""
+        k = self.cfg.frozen_stages
+        mods: list[nn.Module] = [self.patch_embed] if k >= 0 else []
+        if k >= 2:
+            mods.extend(self.layers[: k - 1])
         return mods
 
-    def _freeze(self, frozen_stages: int | None = None) -> None:
-        """Official `frozen_stages`: >= 0 freezes patch_embed, >= 1 also the absolute position
-        embedding, k >= 2 also layers[0 .. k-2]. Frozen parts also stay in eval mode."""
-        k = self.cfg.frozen_stages if frozen_stages is None else frozen_stages
-        self._frozen_stages = k
-        for m in self._frozen_modules(k):
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
-        if k >= 1 and self.cfg.ape:
+    def freeze(self) -> SwinTransformer:
+        """`frozen_modules()` fixed and in eval mode; k >= 1 also fixes the absolute position
+        embedding (official)."""
+        super().freeze()
+        if self.cfg.frozen_stages >= 1 and self.cfg.ape:
             self.absolute_pos_embed.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> SwinTransformer:
-        super().train(mode)
-        for m in self._frozen_modules(getattr(self, "_frozen_stages", -1)):
-            m.eval()
         return self
+
+    def load_weights(self, path: str | Path, *, allow_partial: bool = False) -> LoadReport:
+        return load_swin_weights(self, path, allow_partial=allow_partial)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() != 4:
@@ -418,47 +490,44 @@ class SwinTransformer(nn.Module):
 
 def _is_ignored_key(k: str) -> bool:
     """Classifier head and final norm of the ImageNet model; buffers rebuilt from the config."""
-    return (k.startswith(("head.", "norm.")) or k.endswith((".relative_position_index", ".attn_mask"))
-            or k in ("relative_position_index", "attn_mask"))
+    return (
+        k.startswith(("head.", "norm."))
+        or k.endswith((".relative_position_index", ".attn_mask"))
+        or k in ("relative_position_index", "attn_mask")
+    )
 
 
-def load_swin_weights(model: SwinTransformer, path: str | Path) -> list[str]:
+def load_swin_weights(
+    model: SwinTransformer, path: str | Path, *, allow_partial: bool = False
+) -> LoadReport:
     """Load an official Swin ImageNet checkpoint (`swin_tiny_patch4_window7_224.pth`: {"model":
-    state dict}) or its detectron2 conversion (`.pkl`, arrays) into `model`.
+    state dict}) or its detectron2 conversion (`.pkl`) into `model`.
 
     The classifier (`head.*`, the final `norm.*`) and the `relative_position_index` / `attn_mask`
     buffers of the file are dropped. The output norms `norm0..norm3` (absent from ImageNet models)
-    keep their initialisation; every other missing, unexpected or mis-shaped key is a
-    CheckpointError listing them. Returns the keys left at their initialisation (the out norms the
-    file lacks)."""
-    path = Path(path)
-    raw = read_weight_file(path)
+    keep their initialisation (the report's `initialised`); every other missing, unexpected or
+    mis-shaped key is a CheckpointError listing them, unless `allow_partial`."""
+    weights = open_weight_file(path)
     state: dict[str, torch.Tensor] = {}
-    for k, v in raw.items():
-        k = k.removeprefix("backbone.")
-        if _is_ignored_key(k):
-            continue
-        state[k] = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
-
+    for k, v in weights.state.items():
+        k = str(k).removeprefix("backbone.")
+        if not _is_ignored_key(k):
+            state[k] = as_tensor(v)
     own = model.state_dict()
     rebuilt = {k for k in own if k.endswith("relative_position_index")}  # fixed by the config
-    optional = rebuilt | {k for k in own if k.split(".")[0] in {f"norm{i}" for i in model.out_indices}}
+    out_norms = {k for k in own if k.split(".")[0] in {f"norm{i}" for i in model.out_indices}}
     ape = state.get("absolute_pos_embed")
     if ape is not None and "absolute_pos_embed" in own and ape.dim() == 3:
         # classification layout (1, L, C) -> detection layout (1, C, H, W)
         target = own["absolute_pos_embed"].shape
         if ape.shape[1] == target[2] * target[3] and ape.shape[2] == target[1]:
             state["absolute_pos_embed"] = ape.transpose(1, 2).reshape(target)
-    missing = sorted(set(own) - set(state) - optional)
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                   for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path} does not fit this Swin backbone: missing keys {missing[:10]}"
-            f"{' ...' if len(missing) > 10 else ''} ({len(missing)}), unexpected keys "
-            f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''} ({len(unexpected)}), "
-            f"shape mismatches {wrong[:10]}{' ...' if len(wrong) > 10 else ''} ({len(wrong)})"
-        )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
-    return sorted(set(own) - set(state) - rebuilt)
+    return load_matching(
+        model,
+        weights,
+        state,
+        what="Swin backbone",
+        optional=out_norms,
+        skip=rebuilt,
+        allow_partial=allow_partial,
+    )
