@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def sync(device: torch.device) -> None:
@@ -20,19 +21,49 @@ def sync(device: torch.device) -> None:
 
 
 class Timer:
-    """Accumulates wall-clock seconds per named stage (device-synchronised)."""
+    """Accumulates wall-clock seconds (`times`) and process CPU seconds (`cpu_times`, summed over
+    threads: far less disturbed by other processes on a shared machine) per named stage
+    (device-synchronised)."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.times: dict[str, list[float]] = {}
+        self.cpu_times: dict[str, list[float]] = {}
 
     def run(self, name: str, fn, *args, **kwargs):
         sync(self.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(*args, **kwargs)
         sync(self.device)
         self.times.setdefault(name, []).append(time.perf_counter() - t0)
+        self.cpu_times.setdefault(name, []).append(time.process_time() - c0)
         return out
+
+
+class OpTimes(TorchDispatchMode):
+    """CPU time of the process (time.process_time: robust to other processes on a shared machine,
+    summed over threads) per aten op called inside the context, e.g. {"linear": ns, ...}. Ops are
+    seen below autograd, so a composite op that reaches the dispatcher whole (linear, conv2d) is one
+    entry; the ops it runs internally are inside its time."""
+
+    def __init__(self):
+        super().__init__()
+        self.ns: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        t0 = time.process_time_ns()
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        self.ns[name] = self.ns.get(name, 0) + time.process_time_ns() - t0
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return out
+
+
+def min_op_ms(profiles: list[OpTimes]) -> dict[str, float]:
+    """Per op, the smallest total over several profiled passes (ms): the least disturbed one."""
+    names = {k for p in profiles for k in p.ns}
+    return {k: min(p.ns.get(k, 0) for p in profiles) / 1e6 for k in names}
 
 
 def median_ms(xs: list[float]) -> float:
@@ -63,9 +94,12 @@ def peak_mb(device: torch.device, rss_before: float) -> float:
 
 
 def memory_method(device: torch.device) -> str:
-    return ("torch.cuda.max_memory_allocated" if device.type == "cuda"
-            else "ru_maxrss growth in a fresh subprocess (peak RSS after the measured runs minus "
-                 "peak RSS before them)")
+    return (
+        "torch.cuda.max_memory_allocated"
+        if device.type == "cuda"
+        else "ru_maxrss growth in a fresh subprocess (peak RSS after the measured runs minus "
+        "peak RSS before them)"
+    )
 
 
 def describe(device: torch.device) -> str:
@@ -82,10 +116,33 @@ def describe(device: torch.device) -> str:
     return f"cpu:{cpu} ({torch.get_num_threads()} threads)"
 
 
-def run_child(module: str, args: list[str]) -> dict:
-    """Run `python -m module args` in a fresh process; it prints one JSON line last."""
-    out = subprocess.run([sys.executable, "-m", module, *args], check=True, capture_output=True,
-                         text=True)
+def run_child(
+    module: str, args: list[str], eclipse_seg_from: str | None = None, threads: int | None = None
+) -> dict:
+    """Run `python -m module args` in a fresh process; it prints one JSON line last.
+
+    `eclipse_seg_from`: a directory holding another checkout's `eclipse_seg` package (e.g. the
+    revision before a change, from `git worktree add`), imported by the child instead of this
+    one's; the benchmark code stays this checkout's. `threads`: torch.set_num_threads in the child.
+    """
+    setup = [f"torch.set_num_threads({int(threads)})"] if threads else []
+    if (
+        eclipse_seg_from
+    ):  # after importing the benchmark module, so only eclipse_seg comes from there
+        setup.append(f"sys.path.insert(0, {str(Path(eclipse_seg_from).resolve())!r})")
+    code = "; ".join(
+        [
+            f"import runpy, sys, torch, {module}",
+            *setup,
+            f"sys.argv = [{module!r}, *{list(args)!r}]",
+            f"runpy.run_module({module!r}, run_name='__main__')",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(
+            f"benchmark child {module} {' '.join(args)} failed:\n{out.stderr[-3000:]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -115,6 +115,10 @@ class ContinualConfig:
     batch_size: int = 0  # 0 = solver.batch_size
     class_weight: float = 10.0
     train_no_object_head: bool = True  # official quirk: the shared no-object head stays trainable
+    # precision of the frozen trunk at prompt-tuning steps: "auto" = as solver.amp; "off" =
+    # float32; "bf16" / "fp16" = the backbone under that autocast, on CPU too (bf16 is fast on CPUs
+    # with AMX / AVX512-BF16); the pixel decoder always computes in float32 (official)
+    trunk_amp: str = "auto"
 
 
 @dataclass
@@ -200,6 +204,7 @@ CHOICES = {  # string keys with a closed set of values
     "solver.amp": ("auto", "off", "bf16", "fp16"),
     "solver.schedule": ("poly", "constant"),
     "model.backbone.norm": ("FrozenBN", "BN", "SyncBN"),
+    "continual.trunk_amp": ("auto", "off", "bf16", "fp16"),
     "continual.method": METHODS,
     "model.backbone_type": ("resnet", "swin"),
     "loss.class_loss": ("official", "focal"),

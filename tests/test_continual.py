@@ -92,7 +92,8 @@ def test_grouped_pass_equals_each_group_alone(tiny_cfg):
     with torch.no_grad():
         joint = model(images)
         batch = model.preprocess(images)
-        mf, ms = model.features(batch)
+        trunk = model.features(batch)
+        mf, ms = trunk.mask_features, trunk.multi_scale_features
         full = model.decoder(ms, mf, manipulate=False)
         start = 0
         for g in range(model.decoder.num_groups):

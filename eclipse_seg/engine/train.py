@@ -41,6 +41,7 @@ from eclipse_seg.errors import CheckpointError, TrainingError
 from eclipse_seg.losses import LossConfig, SetCriterion, Target
 from eclipse_seg.model.layers import train_keeping_frozen_in_eval
 from eclipse_seg.model.mask2former import SIZE_DIVISIBILITY, Mask2Former
+from eclipse_seg.model.pixel_decoder import PixelDecoderOutput
 from eclipse_seg.scenarios import Scenario, restrict_to_classes, step_training_indices
 
 
@@ -205,6 +206,20 @@ def autocast_context(cfg: Config, device: torch.device):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def frozen_trunk_features(model: Mask2Former, batch: torch.Tensor, cfg: Config) -> PixelDecoderOutput:
+    """The frozen trunk's output at a prompt-tuning step: no autograd graph, and the precision of
+    `continual.trunk_amp` ("auto": the surrounding autocast of solver.amp; "off": float32; "bf16" /
+    "fp16": the backbone under that autocast, on CPU too - the pixel decoder always computes in
+    float32, as the official one). Outputs in float32 unless "auto"."""
+    mode = cfg.continual.trunk_amp
+    with torch.no_grad():
+        if mode == "auto":
+            return model.features(batch)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        with torch.autocast(device_type=batch.device.type, dtype=dtype, enabled=dtype is not None):
+            return model.features(batch).float()
+
+
 class _StopRequest:
     """SIGINT/SIGTERM set a flag; the loop checkpoints and exits at the end of the iteration."""
 
@@ -322,9 +337,9 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             with autocast_context(cfg, device):
                 batch = model.preprocess(images)
                 if plan.prompt_tuning:
-                    with torch.no_grad():  # the frozen trunk builds no autograd graph
-                        mask_features, multi_scale = model.features(batch)
-                    out = decoder(multi_scale, mask_features, groups=(plan.step,), aux="first")
+                    trunk = frozen_trunk_features(model, batch, cfg)
+                    out = decoder(trunk.multi_scale_features, trunk.mask_features,
+                                  groups=(plan.step,), aux="first")
                 else:
                     groups = (0,)
                     out = forward(batch, groups=groups, aux="all")

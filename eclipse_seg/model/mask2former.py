@@ -18,7 +18,11 @@ from eclipse_seg.inference import Thresholds, postprocess
 from eclipse_seg.model.backbone.resnet import ResNet, ResNetConfig
 from eclipse_seg.model.backbone.swin import SwinConfig, SwinTransformer, WindowAttention
 from eclipse_seg.model.decoder import DecoderConfig, DecoderOutput, MaskedAttentionDecoder
-from eclipse_seg.model.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderConfig
+from eclipse_seg.model.pixel_decoder import (
+    MSDeformAttnPixelDecoder,
+    PixelDecoderConfig,
+    PixelDecoderOutput,
+)
 
 PIXEL_MEAN = (123.675, 116.280, 103.530)
 PIXEL_STD = (58.395, 57.120, 57.375)
@@ -91,6 +95,12 @@ class Mask2Former(nn.Module):
                 m.use_sdpa = bool(enabled)
         return self
 
+    def set_fast_pixel_decoder(self, enabled: bool = True) -> Mask2Former:
+        """Pixel decoder deformable attention by the gather path (the default: faster, equal within
+        float rounding) or, when disabled, by the explicit grid_sample reference."""
+        self.sem_seg_head.pixel_decoder.set_fast(enabled)
+        return self
+
     def preprocess(self, images: list[torch.Tensor]) -> torch.Tensor:
         """List of (3, H, W) 0..255 -> normalised, zero-padded batch (B, 3, H_pad, W_pad)."""
         h = max(int(im.shape[-2]) for im in images)
@@ -103,8 +113,8 @@ class Mask2Former(nn.Module):
             batch[i, :, : im.shape[-2], : im.shape[-1]] = x
         return batch
 
-    def features(self, batch: torch.Tensor):
-        """Frozen-able trunk: (mask_features, multi-scale features [res5, res4, res3])."""
+    def features(self, batch: torch.Tensor) -> PixelDecoderOutput:
+        """The trunk (backbone + pixel decoder), frozen at prompt-tuning steps."""
         feats = self.backbone(batch)
         return self.sem_seg_head.pixel_decoder(feats)
 
@@ -114,8 +124,9 @@ class Mask2Former(nn.Module):
         Returns pred_logits (B, Q, C+1; no-object last; after logit manipulation in eval mode) and
         pred_masks (B, Q, H_pad/4, W_pad/4)."""
         batch = images if isinstance(images, torch.Tensor) else self.preprocess(images)
-        mask_features, multi_scale = self.features(batch)
-        return self.decoder(multi_scale, mask_features, groups=groups, aux=aux, manipulate=manipulate)
+        trunk = self.features(batch)
+        return self.decoder(trunk.multi_scale_features, trunk.mask_features, groups=groups, aux=aux,
+                            manipulate=manipulate)
 
     @torch.inference_mode()
     def predict(self, images: list[torch.Tensor],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from eclipse_seg.config import load_config, resolve_config
@@ -72,7 +73,8 @@ def test_grouped_decoder_equals_per_group_loop():
     dec = model.decoder
     with torch.no_grad():
         batch = model.preprocess(_images())
-        mask_features, multi_scale = model.features(batch)
+        trunk = model.features(batch)
+        mask_features, multi_scale = trunk.mask_features, trunk.multi_scale_features
         grouped = dec(multi_scale, mask_features, manipulate=False)
         loop = [dec(multi_scale, mask_features, groups=(g,), manipulate=False)
                 for g in range(dec.num_groups)]
@@ -97,6 +99,8 @@ def test_prompt_tuning_builds_no_graph_for_the_frozen_trunk(tiny_cfg):
 
     def hook(name):
         def fn(module, inputs, output):
+            if dataclasses.is_dataclass(output):  # the pixel decoder's typed output
+                output = list(vars(output).values())
             tensors = [t for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t)]
             assert tensors
             seen[name] = any(t.requires_grad for t in tensors) or torch.is_grad_enabled()
@@ -144,3 +148,24 @@ def test_loss_is_fp32_under_autocast():
     loss, _ = SetCriterion(LossConfig(num_points=64))(out, [Target(torch.tensor([0, 3]), masks)], 2.0)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
+
+
+def test_frozen_trunk_precision_switch(tiny_cfg):
+    """continual.trunk_amp: float32 outputs without autograd state in every mode; bf16 (CPU
+    autocast) stays close to float32; an unknown mode is a config error naming the key."""
+    from eclipse_seg.engine.train import frozen_trunk_features
+    from eclipse_seg.errors import ConfigError
+
+    model = _tiny_model()
+    batch = model.preprocess(_images())
+    outs = {}
+    for mode in ("auto", "off", "bf16"):
+        trunk = frozen_trunk_features(model, batch, tiny_cfg(f"continual.trunk_amp={mode}"))
+        tensors = [trunk.mask_features, *trunk.multi_scale_features]
+        assert all(t.dtype == torch.float32 and not t.requires_grad for t in tensors)
+        outs[mode] = trunk.mask_features
+    assert torch.equal(outs["auto"], outs["off"])  # CPU: solver.amp=auto is float32
+    rel = (outs["bf16"] - outs["off"]).norm() / outs["off"].norm()
+    assert 0 < rel < 0.05
+    with pytest.raises(ConfigError, match="continual.trunk_amp"):
+        tiny_cfg("continual.trunk_amp=int8")

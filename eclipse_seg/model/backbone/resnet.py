@@ -135,7 +135,11 @@ class ResNetConfig:
 
 
 class ResNet(Backbone):
-    """Outputs {"res2": stride 4, "res3": 8, "res4": 16, "res5": 32}."""
+    """Outputs {"res2": stride 4, "res3": 8, "res4": 16, "res5": 32}.
+
+    Runs in channels-last memory (weights stored so, the input converted): oneDNN's convolutions
+    work on that layout without reordering their operands, and the outputs (B, C, H, W) are
+    channels-last tensors."""
 
     def __init__(self, cfg: ResNetConfig):
         super().__init__()
@@ -172,13 +176,14 @@ class ResNet(Backbone):
             in_ch, out_ch, bottleneck = out_ch, out_ch * 2, bottleneck * 2
         self.strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
         self.freeze()
+        self.to(memory_format=torch.channels_last)
 
     def frozen_modules(self) -> list[nn.Module]:
         """`freeze_at` k: the stem (k >= 1) and res2..res{k} (detectron2's FREEZE_AT)."""
         return ([self.stem] + [getattr(self, n) for n in self.stage_names])[: self.cfg.freeze_at]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(x)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         out = {}
         for name in self.stage_names:
             x = getattr(self, name)(x)
