@@ -77,9 +77,9 @@ def loop_decoder(dec, multi_scale, mask_features):
     masks = torch.cat([o.pred_masks for o in outs], 1)
     if dec.num_groups > 1:
         groups = tuple(range(dec.num_groups))
-        # (revisions before the decoder helpers were public: _group_indices, _deltas_for)
-        indices = getattr(dec, "group_indices", None) or dec._group_indices
-        deltas = getattr(dec, "deltas_for", None) or dec._deltas_for
+        # (revisions before the decoder helpers were public: group_indices, deltas_for)
+        indices = getattr(dec, "group_indices", None) or dec.group_indices
+        deltas = getattr(dec, "deltas_for", None) or dec.deltas_for
         idx = indices(groups, logits.device)
         logits = manipulate_logits(logits, idx["query_group"], idx["col_group"], deltas(groups))
     return logits, masks

@@ -39,7 +39,8 @@ from eclipse_seg.model.backbone.swin import WindowAttention
 from eclipse_seg.model.decoder import Attention
 from eclipse_seg.model.mask2former import SIZE_DIVISIBILITY, Mask2Former
 from eclipse_seg.model.msdeform_attn import MSDeformAttn, ms_deform_attn_core
-from eclipse_seg.model.pixel_decoder import DeformableTransformer
+from eclipse_seg.model.pixel_decoder import DeformableTransformer, MSDeformAttnPixelDecoder
+from eclipse_seg.model.position_encoding import sine_position_encoding
 
 # Smallest side of a dynamic-size graph: tracing assumes the stride-32 map has at least 2 rows and
 # columns (a 1-pixel side would broadcast differently), i.e. a padded side of 64.
@@ -107,15 +108,18 @@ def _msdeform_forward(self: MSDeformAttn, query, reference_points, value, spatia
     return self.output_proj(ms_deform_attn_core(v, spatial_shapes, locations, weights))
 
 
-def _deformable_transformer_forward(self: DeformableTransformer, srcs, pos):
+def _deformable_transformer_forward(self: DeformableTransformer, srcs):
     """DeformableTransformer.forward with pixel-centre reference points from `arange`
-    ((i + 0.5) / h: the values linspace(0.5, h - 0.5, h) / h gives, bitwise)."""
+    ((i + 0.5) / h: the values linspace(0.5, h - 0.5, h) / h gives, bitwise) instead of the
+    size-keyed cache."""
     shapes = [tuple(s.shape[-2:]) for s in srcs]
     flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
+    num_pos_feats = self.level_embed.shape[1] // 2
     lvl_pos = torch.cat(
         [
-            p.flatten(2).transpose(1, 2) + self.level_embed[i].view(1, 1, -1)
-            for i, p in enumerate(pos)
+            sine_position_encoding(s[:1], num_pos_feats).flatten(2).transpose(1, 2)
+            + self.level_embed[i].view(1, 1, -1)
+            for i, s in enumerate(srcs)
         ],
         1,
     )
@@ -163,6 +167,8 @@ def export_copy(model: Mask2Former) -> Mask2Former:
     for m in clone.modules():
         if isinstance(m, (Attention, WindowAttention)):
             m.use_sdpa = False
+        if isinstance(m, MSDeformAttnPixelDecoder):
+            m.set_fast(False)  # the explicit reference path: grid_sample, which ONNX has
         if hasattr(m, "invalidate_cache"):
             m.invalidate_cache()
     for p in clone.parameters():

@@ -133,7 +133,7 @@ def test_metadata_describes_the_model(exported):
     assert meta == exported["metadata"]
     assert meta["classes_per_step"] == [6, 2, 2, 2] and meta["query_groups"] == [8, 3, 3, 3]
     assert meta["deltas"] == pytest.approx([0.4, 0.6, -0.5, 0.6])
-    assert meta["deltas"] == pytest.approx(model.decoder._deltas_for((0, 1, 2, 3)).tolist())
+    assert meta["deltas"] == pytest.approx(model.decoder.deltas_for((0, 1, 2, 3)).tolist())
     assert [c["isthing"] for c in meta["categories"]] == model.thing_mask.tolist()
     assert [c["name"] for c in meta["categories"][:3]] == ["sky", "disk", "grass"]
     assert meta["test"] == {
