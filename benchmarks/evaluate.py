@@ -1,12 +1,12 @@
 """Evaluation throughput and memory on the synthetic val set (generated into a temp dir):
-  - the PQ evaluator alone (eclipse_seg.metrics.panoptic_quality.PanopticEvaluator.add on
-    precomputed id maps: ground truth vs. a degraded copy of it);
-  - the full evaluate path (eclipse_seg.engine.evaluate.evaluate_model: image loading, model
-    prediction with the synthetic config's model at step 1 = two query groups, post-processing, PQ);
-  - peak memory of evaluating N val images (500; streaming, so it must not grow with N): measured in
-    a fresh subprocess per N (CPU: ru_maxrss growth; CUDA: max_memory_allocated).
+- the PQ evaluator alone (eclipse_seg.metrics.panoptic_quality.PanopticEvaluator.add on
+  precomputed id maps: ground truth vs. a degraded copy of it);
+- the full evaluate path (eclipse_seg.engine.evaluate.evaluate_model: image loading, model
+  prediction with the synthetic config's model at step 1 = two query groups, post-processing, PQ);
+- peak memory of evaluating N val images (500; streaming, so it must not grow with N): measured in
+  a fresh subprocess per N (CPU: ru_maxrss growth; CUDA: max_memory_allocated).
 
-  python -m benchmarks.evaluate [--quick] [--json out.json] [--device cpu|cuda]
+python -m benchmarks.evaluate [--quick] [--json out.json] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -75,13 +75,22 @@ def child(root: Path, n: int, device: torch.device, mode: str) -> dict:
     t0 = time.perf_counter()
     summary = evaluate_model(predictor, val, 1, max_images=n, progress=False)
     dt = time.perf_counter() - t0
-    return {"mode": mode, "images": summary.get("num_images", n), "seconds": dt, "images_per_s": n / dt,
-            "peak_mb": peak_mb(device, rss0), "peak_rss_mb": maxrss_mb(), "device": describe(device),
-            "pq_all": summary["groups"]["all"]["pq"]}
+    return {
+        "mode": mode,
+        "images": summary.get("num_images", n),
+        "seconds": dt,
+        "images_per_s": n / dt,
+        "peak_mb": peak_mb(device, rss0),
+        "peak_rss_mb": maxrss_mb(),
+        "device": describe(device),
+        "pq_all": summary["groups"]["all"]["pq"],
+    }
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="100 val images (memory at 50 and 100)")
     ap.add_argument("--json")
     ap.add_argument("--device", default="cpu")
@@ -99,26 +108,58 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         make_synthetic(Path(tmp), seed=0, num_train=40, num_val=n, height=64, width=64)
-        print(f"synthetic val set of {n} images generated in {time.perf_counter() - t0:.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"synthetic val set of {n} images generated in {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         common = ["--device", a.device]
         evaluator = run_child("benchmarks.evaluate", ["--child", tmp, str(n), "evaluator"] + common)
         small = run_child("benchmarks.evaluate", ["--child", tmp, str(n // 5), "full"] + common)
         full = run_child("benchmarks.evaluate", ["--child", tmp, str(n), "full"] + common)
-    rows = [["PQ evaluator alone", evaluator["images"], evaluator["seconds"], evaluator["images_per_s"], "-"],
-            ["evaluate_model (full path)", small["images"], small["seconds"], small["images_per_s"],
-             small["peak_mb"]],
-            ["evaluate_model (full path)", full["images"], full["seconds"], full["images_per_s"],
-             full["peak_mb"]]]
-    print(f"device {full['device']}; synthetic 64x64 val images; model: configs/synthetic/base.yaml at "
-          f"step 1 (2 query groups), test.batch_size 4; peak memory: {memory_method(device)}")
+    rows = [
+        [
+            "PQ evaluator alone",
+            evaluator["images"],
+            evaluator["seconds"],
+            evaluator["images_per_s"],
+            "-",
+        ],
+        [
+            "evaluate_model (full path)",
+            small["images"],
+            small["seconds"],
+            small["images_per_s"],
+            small["peak_mb"],
+        ],
+        [
+            "evaluate_model (full path)",
+            full["images"],
+            full["seconds"],
+            full["images_per_s"],
+            full["peak_mb"],
+        ],
+    ]
+    print(
+        f"device {full['device']}; synthetic 64x64 val images; model: configs/synthetic/base.yaml at "
+        f"step 1 (2 query groups), test.batch_size 4; peak memory: {memory_method(device)}"
+    )
     print(table(["what", "images", "seconds", "images/s", "peak MB"], rows))
     print(f"evaluated images reported by evaluate_model: {full['images']} of {n}")
-    write_json(a.json, {"device": full["device"], "memory": memory_method(device),
-                        "evaluator_images_per_s": evaluator["images_per_s"],
-                        "full_images_per_s": full["images_per_s"],
-                        "peak_mb": {str(small["images"]): small["peak_mb"], str(full["images"]): full["peak_mb"]},
-                        "results": [evaluator, small, full]})
+    write_json(
+        a.json,
+        {
+            "device": full["device"],
+            "memory": memory_method(device),
+            "evaluator_images_per_s": evaluator["images_per_s"],
+            "full_images_per_s": full["images_per_s"],
+            "peak_mb": {
+                str(small["images"]): small["peak_mb"],
+                str(full["images"]): full["peak_mb"],
+            },
+            "results": [evaluator, small, full],
+        },
+    )
     return 0
 
 

@@ -42,9 +42,16 @@ def child(threads: int, iterations: int) -> float:
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config("synthetic/base", [f"data.root={tmp}/data", f"output_dir={tmp}/run",
-                                             "data.synthetic_train=16", "data.synthetic_val=2",
-                                             "solver.checkpoint_period=100000"])
+        cfg = load_config(
+            "synthetic/base",
+            [
+                f"data.root={tmp}/data",
+                f"output_dir={tmp}/run",
+                "data.synthetic_train=16",
+                "data.synthetic_val=2",
+                "solver.checkpoint_period=100000",
+            ],
+        )
         train, _ = build_datasets(cfg)
         scenario = build_scenario(cfg, train)
         model = build_model(cfg, scenario, "eclipse", 0, thing_ids_of(train.categories))
@@ -53,8 +60,16 @@ def child(threads: int, iterations: int) -> float:
             cfg.solver.iterations = n
             plan = plan_step(cfg, scenario, 0, "eclipse")
             t0 = time.perf_counter()
-            train_step(model, cfg, scenario, plan, train, Path(tmp) / f"s{n}",
-                       manifest_for(cfg, scenario, 0, "eclipse", model), progress=False)
+            train_step(
+                model,
+                cfg,
+                scenario,
+                plan,
+                train,
+                Path(tmp) / f"s{n}",
+                manifest_for(cfg, scenario, 0, "eclipse", model),
+                progress=False,
+            )
             seconds[n] = time.perf_counter() - t0
         return (seconds[iterations + 1] - seconds[1]) / iterations
 
@@ -77,19 +92,37 @@ def main(argv=None) -> int:
         try:
             for threads in (1, 2):
                 env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-                out = subprocess.run([sys.executable, "-m", "benchmarks.threads", "--child",
-                                      str(threads), str(a.iterations)], env=env, check=True,
-                                     capture_output=True, text=True).stdout
-                rows.append({"competing_process": competing, "threads": threads,
-                             "seconds_per_iteration": json.loads(out.splitlines()[-1])["seconds"]})
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.threads",
+                        "--child",
+                        str(threads),
+                        str(a.iterations),
+                    ],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                rows.append(
+                    {
+                        "competing_process": competing,
+                        "threads": threads,
+                        "seconds_per_iteration": json.loads(out.splitlines()[-1])["seconds"],
+                    }
+                )
         finally:
             if busy:
                 stop.set()
                 busy.join()
     print(f"{'competing process':>18} {'threads':>8} {'s / iteration':>14}")
     for r in rows:
-        print(f"{'yes' if r['competing_process'] else 'no':>18} {r['threads']:>8} "
-              f"{r['seconds_per_iteration']:>14.3f}")
+        print(
+            f"{'yes' if r['competing_process'] else 'no':>18} {r['threads']:>8} "
+            f"{r['seconds_per_iteration']:>14.3f}"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

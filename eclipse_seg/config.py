@@ -73,8 +73,10 @@ class DataConfig:
             f = DataConfig.__dataclass_fields__[key]
             default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             if getattr(self, key) != default:
-                raise ConfigError(f"config key 'data.{key}' is not used by data.pipeline="
-                                  f"{self.pipeline} (only by {used_by}); remove it")
+                raise ConfigError(
+                    f"config key 'data.{key}' is not used by data.pipeline="
+                    f"{self.pipeline} (only by {used_by}); remove it"
+                )
 
 
 @dataclass
@@ -213,23 +215,29 @@ CHOICES = {  # string keys with a closed set of values
 
 def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"config section '{prefix or '<root>'}': expected a mapping, got {data!r}")
+        raise ConfigError(
+            f"config section '{prefix or '<root>'}': expected a mapping, got {data!r}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"unknown config key '{dotted}' (known in this section: "
-                              f"{', '.join(sorted(fields))})")
+            raise ConfigError(
+                f"unknown config key '{dotted}' (known in this section: "
+                f"{', '.join(sorted(fields))})"
+            )
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _from_dict(hint, value, dotted + ".")
         else:
             kwargs[key] = _check_type(value, hint, dotted)
             if dotted in CHOICES and kwargs[key] not in CHOICES[dotted]:
-                raise ConfigError(f"config key '{dotted}': expected one of "
-                                  f"{', '.join(CHOICES[dotted])}, got {kwargs[key]!r}")
+                raise ConfigError(
+                    f"config key '{dotted}': expected one of "
+                    f"{', '.join(CHOICES[dotted])}, got {kwargs[key]!r}"
+                )
     return cls(**kwargs)
 
 
@@ -256,8 +264,10 @@ def parse_overrides(overrides: list[str]) -> dict:
         for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' was set to a "
-                                  f"value ({node!r}) by an earlier override, not a section")
+                raise ConfigError(
+                    f"override '{item}': '{'.'.join(parts[: i + 1])}' was set to a "
+                    f"value ({node!r}) by an earlier override, not a section"
+                )
         node[parts[-1]] = value
     return tree
 
@@ -267,7 +277,9 @@ CONFIG_DIR = Path(__file__).parent / "configs"  # the configs shipped with the p
 
 def shipped_configs() -> list[str]:
     """Names of the shipped configs (``synthetic/base``, ``ade20k/panoptic_r50``, ...)."""
-    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml"))
+    return sorted(
+        str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml")
+    )
 
 
 def resolve_config(name: str | Path) -> Path:
@@ -280,8 +292,10 @@ def resolve_config(name: str | Path) -> Path:
     shipped = CONFIG_DIR / (text if text.endswith(".yaml") else text + ".yaml")
     if shipped.is_file():
         return shipped
-    raise ConfigError(f"config {text!r} is neither a YAML file nor a shipped config; shipped: "
-                      f"{', '.join(shipped_configs())}")
+    raise ConfigError(
+        f"config {text!r} is neither a YAML file nor a shipped config; shipped: "
+        f"{', '.join(shipped_configs())}"
+    )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

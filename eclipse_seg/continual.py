@@ -37,8 +37,13 @@ def _repeat_last_layer(head: nn.Module, num_outputs: int) -> nn.Module:
     return repl
 
 
-def add_step(model: Mask2Former, num_classes: int, num_prompts: int, *,
-             thing_flags: Sequence[bool] | None = None) -> int:
+def add_step(
+    model: Mask2Former,
+    num_classes: int,
+    num_prompts: int,
+    *,
+    thing_flags: Sequence[bool] | None = None,
+) -> int:
     """Grow `model` by one query group for `num_classes` new classes; returns the new group index.
     Does not change any existing parameter (old groups' outputs stay bitwise identical)."""
     dec = model.decoder
@@ -62,20 +67,31 @@ def add_step(model: Mask2Former, num_classes: int, num_prompts: int, *,
     return dec.num_groups - 1
 
 
-def add_class_head(model: Mask2Former, num_classes: int, *,
-                   thing_flags: Sequence[bool] | None = None) -> None:
+def add_class_head(
+    model: Mask2Former, num_classes: int, *, thing_flags: Sequence[bool] | None = None
+) -> None:
     """Append a class head for `num_classes` new classes (initialised from the no-object head) and
     their thing flags. Used alone by the fine-tuning baseline, which adds no query group."""
     dec = model.decoder
-    dec.class_embed.cls.append(_repeat_last_layer(dec.class_embed.cls[0], num_classes).to(model.device))
-    flags = torch.tensor(list(thing_flags) if thing_flags is not None else [False] * num_classes,
-                         dtype=torch.bool, device=model.device)
+    dec.class_embed.cls.append(
+        _repeat_last_layer(dec.class_embed.cls[0], num_classes).to(model.device)
+    )
+    flags = torch.tensor(
+        list(thing_flags) if thing_flags is not None else [False] * num_classes,
+        dtype=torch.bool,
+        device=model.device,
+    )
     model.thing_mask = torch.cat([model.thing_mask, flags])
     dec.invalidate_cache()
 
 
-def grow_for_step(model: Mask2Former, new_classes: Sequence[int], thing_ids: set[int], method: str,
-                  num_prompts: int) -> None:
+def grow_for_step(
+    model: Mask2Former,
+    new_classes: Sequence[int],
+    thing_ids: set[int],
+    method: str,
+    num_prompts: int,
+) -> None:
     """The structure of a step for `new_classes` (category ids): ECLIPSE adds a prompt group of
     `num_prompts`; the fine-tuning baseline only adds a class head."""
     flags = [c in thing_ids for c in new_classes]
@@ -85,8 +101,9 @@ def grow_for_step(model: Mask2Former, new_classes: Sequence[int], thing_ids: set
         add_class_head(model, len(new_classes), thing_flags=flags)
 
 
-def group_parameters(model: Mask2Former, group: int, train_no_object_head: bool = True
-                     ) -> list[tuple[str, nn.Parameter]]:
+def group_parameters(
+    model: Mask2Former, group: int, train_no_object_head: bool = True
+) -> list[tuple[str, nn.Parameter]]:
     """The parameters prompt tuning of `group` trains: its prompts, mask MLP and class head (and the
     shared no-object head when the official quirk is on)."""
     dec = model.decoder
@@ -99,11 +116,16 @@ def group_parameters(model: Mask2Former, group: int, train_no_object_head: bool 
         modules.append((f"prompt_mask_embed.{group - 1}", dec.prompt_mask_embed[group - 1]))
     if train_no_object_head:
         modules.append(("class_embed.cls.0", dec.class_embed.cls[0]))
-    return [(f"sem_seg_head.predictor.{prefix}.{n}", p) for prefix, m in modules
-            for n, p in m.named_parameters()]
+    return [
+        (f"sem_seg_head.predictor.{prefix}.{n}", p)
+        for prefix, m in modules
+        for n, p in m.named_parameters()
+    ]
 
 
-def freeze_for_step(model: Mask2Former, group: int, train_no_object_head: bool = True) -> list[nn.Parameter]:
+def freeze_for_step(
+    model: Mask2Former, group: int, train_no_object_head: bool = True
+) -> list[nn.Parameter]:
     """requires_grad only on `group_parameters`; returns them."""
     for p in model.parameters():
         p.requires_grad_(False)

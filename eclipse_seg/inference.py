@@ -26,8 +26,12 @@ class Thresholds:
     overlap_threshold: float = 0.0
 
 
-def resize_mask_logits(masks: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
-                       output_size: tuple[int, int]) -> torch.Tensor:
+def resize_mask_logits(
+    masks: torch.Tensor,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+) -> torch.Tensor:
     """(Q, h, w) mask logits at 1/4 of the padded input -> (Q, H_out, W_out): upsample to the padded
     size, crop the image, resize to the output size (bilinear, align_corners False)."""
     x = F.interpolate(masks[None].float(), size=padded_size, mode="bilinear", align_corners=False)
@@ -37,9 +41,16 @@ def resize_mask_logits(masks: torch.Tensor, padded_size: tuple[int, int], image_
     return x[0]
 
 
-def postprocess(logits: torch.Tensor, masks: torch.Tensor, padded_size: tuple[int, int],
-                image_size: tuple[int, int], output_size: tuple[int, int], thing_mask: torch.Tensor,
-                object_mask_threshold: float = 0.0, overlap_threshold: float = 0.0) -> dict:
+def postprocess(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    padded_size: tuple[int, int],
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    thing_mask: torch.Tensor,
+    object_mask_threshold: float = 0.0,
+    overlap_threshold: float = 0.0,
+) -> dict:
     """One image: logits (Q, C+1), masks (Q, h, w) -> {"panoptic_seg" (H, W) int32 (0 = void),
     "segments_info" [{"id", "category_id" (= label + 1, official), "label", "isthing", "score"}],
     "sem_seg" (H, W) int64 of 0-based labels, 255 where no query owns the pixel}."""
@@ -77,8 +88,15 @@ def postprocess(logits: torch.Tensor, masks: torch.Tensor, padded_size: tuple[in
         seg_of_query[q] = len(segments) + 1
         if not isthing:
             stuff_segment[label] = seg_of_query[q]
-        segments.append({"id": seg_of_query[q], "category_id": label + 1, "label": label,
-                         "isthing": isthing, "score": score_of[q]})
+        segments.append(
+            {
+                "id": seg_of_query[q],
+                "category_id": label + 1,
+                "label": label,
+                "isthing": isthing,
+                "score": score_of[q],
+            }
+        )
     seg_ids = torch.tensor(seg_of_query, dtype=torch.int32, device=logits.device)[owner]
     placed = assigned & (seg_ids > 0)
     panoptic = torch.where(placed, seg_ids, panoptic)

@@ -115,7 +115,7 @@ class Scenario:
 
     def classes_of_step(self, t: int) -> tuple[int, ...]:
         t = self._check_step(t)
-        return self.order[self._starts[t]:self._starts[t + 1]]
+        return self.order[self._starts[t] : self._starts[t + 1]]
 
     def new_classes(self, t: int) -> tuple[int, ...]:
         return self.classes_of_step(t)
@@ -162,7 +162,9 @@ class Scenario:
         missing = [c for c in self.order if c not in mapping]
         if missing:
             raise ScenarioError(f"scenario {self.name!r}: no mapping for class ids {missing[:20]}")
-        return replace(self, name=name or self.name, order=tuple(int(mapping[c]) for c in self.order))
+        return replace(
+            self, name=name or self.name, order=tuple(int(mapping[c]) for c in self.order)
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,8 +237,12 @@ OFFICIAL_SCENARIOS: dict[str, dict[str, tuple[int, ...]]] = {
     "ade20k": {
         name: _base_inc(150, b, i)
         for name, (b, i) in {
-            "100-5": (100, 5), "100-10": (100, 10), "100-50": (100, 50),
-            "50-10": (50, 10), "50-20": (50, 20), "50-50": (50, 50),
+            "100-5": (100, 5),
+            "100-10": (100, 10),
+            "100-50": (100, 50),
+            "50-10": (50, 10),
+            "50-20": (50, 20),
+            "50-50": (50, 50),
         }.items()
     },
     "coco": {"83-5": _base_inc(133, 83, 5), "83-10": _base_inc(133, 83, 10)},
@@ -312,17 +318,49 @@ class OfficialRecipe:
     def config(self) -> str:
         """The shipped config that trains it (`eclipse-seg train <config>`)."""
         first = OFFICIAL_BENCHMARKS[self.benchmark].config
-        return first if self.scenario == _FIRST_SCENARIO[self.benchmark] else f"{first}_{self.scenario}"
+        return (
+            first
+            if self.scenario == _FIRST_SCENARIO[self.benchmark]
+            else f"{first}_{self.scenario}"
+        )
 
 
 OFFICIAL_BENCHMARKS: dict[str, OfficialBenchmark] = {
-    b.name: b for b in (
-        OfficialBenchmark("ade20k-panoptic", "ade20k", "coco_panoptic", "ade20k/panoptic_r50", 50,
-                          "FrozenBN", "R-50.pkl", 8, "poly"),
-        OfficialBenchmark("ade20k-semantic", "ade20k", "semantic", "ade20k/semantic_r101", 101,
-                          "SyncBN", "R-101.pkl", 16, "poly"),
-        OfficialBenchmark("coco-panoptic", "coco", "coco_panoptic", "coco/panoptic_r50", 50,
-                          "FrozenBN", "R-50.pkl", 16, "constant"),
+    b.name: b
+    for b in (
+        OfficialBenchmark(
+            "ade20k-panoptic",
+            "ade20k",
+            "coco_panoptic",
+            "ade20k/panoptic_r50",
+            50,
+            "FrozenBN",
+            "R-50.pkl",
+            8,
+            "poly",
+        ),
+        OfficialBenchmark(
+            "ade20k-semantic",
+            "ade20k",
+            "semantic",
+            "ade20k/semantic_r101",
+            101,
+            "SyncBN",
+            "R-101.pkl",
+            16,
+            "poly",
+        ),
+        OfficialBenchmark(
+            "coco-panoptic",
+            "coco",
+            "coco_panoptic",
+            "coco/panoptic_r50",
+            50,
+            "FrozenBN",
+            "R-50.pkl",
+            16,
+            "constant",
+        ),
     )
 }
 _FIRST_SCENARIO = {"ade20k-panoptic": "100-5", "ade20k-semantic": "100-5", "coco-panoptic": "83-5"}
@@ -333,19 +371,38 @@ def _deltas(first: float, rest: float, steps: int) -> tuple[float, ...]:
 
 
 OFFICIAL_RECIPES: dict[tuple[str, str], OfficialRecipe] = {
-    (r.benchmark, r.scenario): r for r in (
+    (r.benchmark, r.scenario): r
+    for r in (
         # benchmark, scenario, base queries, step-0 iterations, prompts, iterations, lr, deltas
-        OfficialRecipe("ade20k-panoptic", "100-5", 100, 160_000, 10, 12_000, 5e-4, _deltas(0.4, 0.6, 10)),
-        OfficialRecipe("ade20k-panoptic", "100-10", 100, 160_000, 10, 16_000, 5e-4, _deltas(0.4, 0.5, 5)),
+        OfficialRecipe(
+            "ade20k-panoptic", "100-5", 100, 160_000, 10, 12_000, 5e-4, _deltas(0.4, 0.6, 10)
+        ),
+        OfficialRecipe(
+            "ade20k-panoptic", "100-10", 100, 160_000, 10, 16_000, 5e-4, _deltas(0.4, 0.5, 5)
+        ),
         OfficialRecipe("ade20k-panoptic", "100-50", 100, 160_000, 50, 80_000, 5e-4, (-0.4, -0.6)),
-        OfficialRecipe("ade20k-panoptic", "50-10", 50, 80_000, 10, 24_000, 5e-4, _deltas(0.4, 0.5, 10)),
-        OfficialRecipe("ade20k-panoptic", "50-20", 50, 80_000, 20, 32_000, 5e-4, _deltas(0.4, 0.5, 5)),
-        OfficialRecipe("ade20k-panoptic", "50-50", 50, 80_000, 50, 120_000, 5e-4, (0.5, -0.4, -0.4)),
-        OfficialRecipe("ade20k-semantic", "100-5", 100, 160_000, 5, 12_000, 1e-3, _deltas(0.1, 0.8, 10)),
-        OfficialRecipe("ade20k-semantic", "100-10", 100, 160_000, 10, 24_000, 1e-3, _deltas(0.1, 0.7, 5)),
+        OfficialRecipe(
+            "ade20k-panoptic", "50-10", 50, 80_000, 10, 24_000, 5e-4, _deltas(0.4, 0.5, 10)
+        ),
+        OfficialRecipe(
+            "ade20k-panoptic", "50-20", 50, 80_000, 20, 32_000, 5e-4, _deltas(0.4, 0.5, 5)
+        ),
+        OfficialRecipe(
+            "ade20k-panoptic", "50-50", 50, 80_000, 50, 120_000, 5e-4, (0.5, -0.4, -0.4)
+        ),
+        OfficialRecipe(
+            "ade20k-semantic", "100-5", 100, 160_000, 5, 12_000, 1e-3, _deltas(0.1, 0.8, 10)
+        ),
+        OfficialRecipe(
+            "ade20k-semantic", "100-10", 100, 160_000, 10, 24_000, 1e-3, _deltas(0.1, 0.7, 5)
+        ),
         OfficialRecipe("ade20k-semantic", "100-50", 100, 160_000, 50, 120_000, 1e-3, (0.0, -0.1)),
-        OfficialRecipe("coco-panoptic", "83-5", 100, 240_000, 10, 8_000, 5e-4, _deltas(0.5, 0.6, 10)),
-        OfficialRecipe("coco-panoptic", "83-10", 100, 240_000, 10, 32_000, 5e-4, _deltas(0.5, 0.6, 5)),
+        OfficialRecipe(
+            "coco-panoptic", "83-5", 100, 240_000, 10, 8_000, 5e-4, _deltas(0.5, 0.6, 10)
+        ),
+        OfficialRecipe(
+            "coco-panoptic", "83-10", 100, 240_000, 10, 32_000, 5e-4, _deltas(0.5, 0.6, 5)
+        ),
     )
 }
 
@@ -414,8 +471,13 @@ def step_class_groups(scenario: Scenario, t: int, thing_ids: Iterable[int]) -> d
     return groups
 
 
-def class_order(categories: Sequence[Mapping], *, order: Sequence[int] = (), catalog: str = "",
-                json_ids: bool = True) -> list[int]:
+def class_order(
+    categories: Sequence[Mapping],
+    *,
+    order: Sequence[int] = (),
+    catalog: str = "",
+    json_ids: bool = True,
+) -> list[int]:
     """The class order of a run, as dataset category ids: ``order`` when given; else the catalog's
     official order (mapped to the ids of the dataset's panoptic JSON when ``json_ids``; semantic
     data numbers classes as the catalog does); else the order of ``categories``."""

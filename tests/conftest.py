@@ -17,14 +17,25 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 TINY_MODEL = [
-    "model.backbone.stem_out_channels=8", "model.backbone.res2_out_channels=16",
+    "model.backbone.stem_out_channels=8",
+    "model.backbone.res2_out_channels=16",
     "model.backbone.width_per_group=4",
-    "model.pixel_decoder.conv_dim=32", "model.pixel_decoder.mask_dim=32",
-    "model.pixel_decoder.num_layers=1", "model.pixel_decoder.ffn_dim=64",
-    "model.decoder.hidden_dim=32", "model.decoder.ffn_dim=64", "model.decoder.num_layers=3",
-    "model.decoder.num_queries=8", "loss.num_points=64", "solver.batch_size=2",
-    "continual.num_prompts=3", "solver.iterations=3", "continual.iterations=3",
-    "solver.checkpoint_period=2", "test.batch_size=4", "continual.scenario=6-2",
+    "model.pixel_decoder.conv_dim=32",
+    "model.pixel_decoder.mask_dim=32",
+    "model.pixel_decoder.num_layers=1",
+    "model.pixel_decoder.ffn_dim=64",
+    "model.decoder.hidden_dim=32",
+    "model.decoder.ffn_dim=64",
+    "model.decoder.num_layers=3",
+    "model.decoder.num_queries=8",
+    "loss.num_points=64",
+    "solver.batch_size=2",
+    "continual.num_prompts=3",
+    "solver.iterations=3",
+    "continual.iterations=3",
+    "solver.checkpoint_period=2",
+    "test.batch_size=4",
+    "continual.scenario=6-2",
 ]
 
 
@@ -38,9 +49,11 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture
 def tiny_cfg(tiny_data, tmp_path):
     def make(*extra: str):
-        return load_config(resolve_config("synthetic/base"),
-                           TINY_MODEL + [f"data.root={tiny_data}", f"output_dir={tmp_path / 'run'}",
-                                         *extra])
+        return load_config(
+            resolve_config("synthetic/base"),
+            TINY_MODEL + [f"data.root={tiny_data}", f"output_dir={tmp_path / 'run'}", *extra],
+        )
+
     return make
 
 

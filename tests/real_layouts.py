@@ -18,8 +18,9 @@ SIZE = (48, 64)  # H, W of every image
 def _stripes(values: list[int], seed: int) -> np.ndarray:
     """(H, W) map of vertical stripes of `values`, widths varying with `seed`."""
     h, w = SIZE
-    cuts = np.sort(np.random.default_rng(seed).choice(np.arange(8, w - 8), len(values) - 1,
-                                                       replace=False))
+    cuts = np.sort(
+        np.random.default_rng(seed).choice(np.arange(8, w - 8), len(values) - 1, replace=False)
+    )
     out = np.zeros((h, w), dtype=np.int64)
     for v, x0 in zip(values[1:], cuts):
         out[:, x0:] = v
@@ -33,16 +34,29 @@ def _write_jpg(path: Path, seed: int) -> None:
     Image.fromarray(rgb).save(path)
 
 
-def _panoptic_split(json_path: Path, png_dir: Path, image_dir: Path, categories: list[dict],
-                    cat_ids: list[int], count: int, seed: int) -> None:
+def _panoptic_split(
+    json_path: Path,
+    png_dir: Path,
+    image_dir: Path,
+    categories: list[dict],
+    cat_ids: list[int],
+    count: int,
+    seed: int,
+) -> None:
     images, annotations = [], []
     for k in range(count):
         stem = f"{image_dir.name}_{k:06d}"
         ids = _stripes([1, 2, 3], seed + k)
         _write_jpg(image_dir / f"{stem}.jpg", seed + k)
         images.append({"id": stem, "file_name": f"{stem}.jpg", "height": SIZE[0], "width": SIZE[1]})
-        annotations.append({"image_id": stem, "file_name": f"{stem}.png", "_id_map": ids,
-                            "segments_info": segments_from_id_map(ids, dict(zip((1, 2, 3), cat_ids)))})
+        annotations.append(
+            {
+                "image_id": stem,
+                "file_name": f"{stem}.png",
+                "_id_map": ids,
+                "segments_info": segments_from_id_map(ids, dict(zip((1, 2, 3), cat_ids))),
+            }
+        )
     write_coco_panoptic(json_path, png_dir, images, annotations, categories)
 
 
@@ -51,13 +65,26 @@ def make_ade20k_panoptic(root: Path, train: int = 4, val: int = 2) -> Path:
     images/{training,validation}/}; JSON category ids 0..149; every image holds classes of both
     steps of 100-50 (ADE ids 1, 6 and 120)."""
     base = root / "ADEChallengeData2016"
-    cats = [{"id": c["panoptic_json_id"], "name": c["name"], "isthing": c["isthing"],
-             "color": c["color"]} for c in load_catalog("ade20k")]
+    cats = [
+        {
+            "id": c["panoptic_json_id"],
+            "name": c["name"],
+            "isthing": c["isthing"],
+            "color": c["color"],
+        }
+        for c in load_catalog("ade20k")
+    ]
     to_json = official_to_json_ids("ade20k")
     for split, folder, n in (("train", "training", train), ("val", "validation", val)):
-        _panoptic_split(base / f"ade20k_panoptic_{split}.json", base / f"ade20k_panoptic_{split}",
-                        base / "images" / folder, cats, [to_json[1], to_json[6], to_json[120]], n,
-                        seed=10 if split == "train" else 20)
+        _panoptic_split(
+            base / f"ade20k_panoptic_{split}.json",
+            base / f"ade20k_panoptic_{split}",
+            base / "images" / folder,
+            cats,
+            [to_json[1], to_json[6], to_json[120]],
+            n,
+            seed=10 if split == "train" else 20,
+        )
     return root
 
 
@@ -65,14 +92,22 @@ def make_coco_panoptic(root: Path, train: int = 4, val: int = 2) -> Path:
     """coco/{annotations/panoptic_{train,val}2017.json, panoptic_{train,val}2017/,
     {train,val}2017/} with COCO category ids; classes of both steps of 83-50 (order "c")."""
     base = root / "coco"
-    cats = [{k: c[k] for k in ("id", "name", "isthing", "color", "supercategory")}
-            for c in load_catalog("coco")]
+    cats = [
+        {k: c[k] for k in ("id", "name", "isthing", "color", "supercategory")}
+        for c in load_catalog("coco")
+    ]
     order, to_json = official_order("coco"), official_to_json_ids("coco")
     cat_ids = [to_json[order[0]], to_json[order[1]], to_json[order[100]]]
     for split, n in (("train", train), ("val", val)):
-        _panoptic_split(base / "annotations" / f"panoptic_{split}2017.json",
-                        base / f"panoptic_{split}2017", base / f"{split}2017", cats, cat_ids, n,
-                        seed=30 if split == "train" else 40)
+        _panoptic_split(
+            base / "annotations" / f"panoptic_{split}2017.json",
+            base / f"panoptic_{split}2017",
+            base / f"{split}2017",
+            cats,
+            cat_ids,
+            n,
+            seed=30 if split == "train" else 40,
+        )
     return root
 
 

@@ -11,9 +11,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "eclipse_seg"
 
 # floor of each top-level part of the package (a module may import only its floor or lower ones)
 FLOORS = {
-    "errors": 0, "data": 1, "model": 2, "inference": 2, "losses": 2, "metrics": 2, "scenarios": 2,
-    "continual": 3, "config": 3, "runtime": 3, "engine": 4, "compat": 5, "demo": 5, "export": 5,
-    "cli": 6, "__main__": 7,
+    "errors": 0,
+    "data": 1,
+    "model": 2,
+    "inference": 2,
+    "losses": 2,
+    "metrics": 2,
+    "scenarios": 2,
+    "continual": 3,
+    "config": 3,
+    "runtime": 3,
+    "engine": 4,
+    "compat": 5,
+    "demo": 5,
+    "export": 5,
+    "cli": 6,
+    "__main__": 7,
 }
 
 
@@ -32,8 +45,12 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("eclipse_seg"))
-        elif (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
-              and node.module.startswith("eclipse_seg")):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.level == 0
+            and node.module.startswith("eclipse_seg")
+        ):
             found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names)
     return found
@@ -61,12 +78,18 @@ def _part(module: str) -> str:
 
 def test_every_part_has_a_floor():
     parts = {_part(m) for m in _graph()} - {"__init__"}
-    assert parts <= set(FLOORS), f"give these parts a floor in FLOORS: {sorted(parts - set(FLOORS))}"
+    assert parts <= set(FLOORS), (
+        f"give these parts a floor in FLOORS: {sorted(parts - set(FLOORS))}"
+    )
 
 
 def test_imports_flow_down_only():
-    wrong = [f"{src} -> {dst}" for src, targets in _graph().items() for dst in targets
-             if _part(src) != "__init__" and FLOORS[_part(dst)] > FLOORS[_part(src)]]
+    wrong = [
+        f"{src} -> {dst}"
+        for src, targets in _graph().items()
+        for dst in targets
+        if _part(src) != "__init__" and FLOORS[_part(dst)] > FLOORS[_part(src)]
+    ]
     assert not wrong, "imports from a lower floor into a higher one:\n" + "\n".join(sorted(wrong))
 
 
@@ -79,7 +102,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(path[path.index(nxt):] + [node, nxt]))
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [node, nxt]))
             elif nxt not in state:
                 visit(nxt, path + [node])
         state[node] = 2

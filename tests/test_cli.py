@@ -12,11 +12,47 @@ from tests.conftest import TINY_MODEL
 
 
 def test_make_synthetic_is_deterministic(tmp_path):
-    assert main(["make-synthetic", "--out", str(tmp_path / "a"), "--train", "3", "--val", "2",
-                 "--size", "48x40", "--seed", "7"]) == 0
-    assert main(["make-synthetic", "--out", str(tmp_path / "b"), "--train", "3", "--val", "2",
-                 "--size", "48x40", "--seed", "7"]) == 0
-    for rel in ("train/panoptic.json", "val/panoptic/val_000001.png", "train/images/train_000002.png"):
+    assert (
+        main(
+            [
+                "make-synthetic",
+                "--out",
+                str(tmp_path / "a"),
+                "--train",
+                "3",
+                "--val",
+                "2",
+                "--size",
+                "48x40",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "make-synthetic",
+                "--out",
+                str(tmp_path / "b"),
+                "--train",
+                "3",
+                "--val",
+                "2",
+                "--size",
+                "48x40",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
+    for rel in (
+        "train/panoptic.json",
+        "val/panoptic/val_000001.png",
+        "train/images/train_000002.png",
+    ):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     doc = json.loads((tmp_path / "a" / "train" / "panoptic.json").read_text())
     assert doc["images"][0]["height"] == 48 and doc["images"][0]["width"] == 40
@@ -25,19 +61,43 @@ def test_make_synthetic_is_deterministic(tmp_path):
 @pytest.mark.slow
 def test_train_evaluate_predict(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "synthetic/base", "--output", str(out), "--no-progress", *TINY_MODEL,
-            f"data.root={tiny_data}", "data.max_val_images=3", "continual.scenario=6,3,3"]
+    args = [
+        "train",
+        "synthetic/base",
+        "--output",
+        str(out),
+        "--no-progress",
+        *TINY_MODEL,
+        f"data.root={tiny_data}",
+        "data.max_val_images=3",
+        "continual.scenario=6,3,3",
+    ]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["classes_per_step"] == [6, 3, 3]
     assert (out / "pq_over_steps.png").stat().st_size > 0
     weights = out / "eclipse" / "step_2" / "final.pt"
-    assert main(["evaluate", "--weights", str(weights), "--no-progress", "data.max_val_images=2",
-                 "--output", str(tmp_path / "eval.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--weights",
+                str(weights),
+                "--no-progress",
+                "data.max_val_images=2",
+                "--output",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev["step"]["step"] == 2 and ev["step"]["pq_old"] is not None
     image = tiny_data / "val" / "images" / "val_000000.png"
-    assert main(["predict", "--weights", str(weights), str(image), "--output", str(tmp_path / "pred")]) == 0
+    assert (
+        main(["predict", "--weights", str(weights), str(image), "--output", str(tmp_path / "pred")])
+        == 0
+    )
     pred = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert pred["annotations"][0]["file_name"] == "val_000000.png"
     assert (tmp_path / "pred" / "overlays" / "val_000000.png").exists()
@@ -59,11 +119,17 @@ def test_demo_quick(tmp_path):
     assert len(results["methods"]["eclipse"]["steps"]) == 4
     assert len(results["methods"]["joint"]["steps"]) == 4
     # fine-tuning starts from ECLIPSE's step-0 model: identical step-0 numbers
-    assert results["methods"]["finetune"]["steps"][0]["pq_all"] == results["methods"]["eclipse"]["steps"][0]["pq_all"]
+    assert (
+        results["methods"]["finetune"]["steps"][0]["pq_all"]
+        == results["methods"]["eclipse"]["steps"][0]["pq_all"]
+    )
     assert (tmp_path / "demo" / "pq_over_steps.png").exists()
     assert len(list((tmp_path / "demo" / "overlays").glob("*.png"))) == 4
     assert (tmp_path / "demo" / "class_heatmap.png").stat().st_size > 0
-    assert "panels: ground truth, eclipse, finetune, joint" in (tmp_path / "demo" / "report.html").read_text()
+    assert (
+        "panels: ground truth, eclipse, finetune, joint"
+        in (tmp_path / "demo" / "report.html").read_text()
+    )
 
 
 @pytest.mark.parametrize("bad", [["train"], ["make-synthetic", "--out", "x", "--size", "10"]])
@@ -73,14 +139,47 @@ def test_bad_arguments_exit_nonzero(bad):
     assert e.value.code != 0
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["evaluate-panoptic", "--gt-json", "missing.json", "--gt-folder", "g", "--pred-json", "p.json",
-      "--pred-folder", "p"], "missing.json"),
-    (["import-official", "--weights", "missing.pth", "--config", "missing.yaml", "--output", "o.pt"],
-     "missing"),
-    (["check-data", "--quick", "synthetic/base", "data.dataset=coco_panoptic",
-      "data.root=missing-root"], "missing-root"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            [
+                "evaluate-panoptic",
+                "--gt-json",
+                "missing.json",
+                "--gt-folder",
+                "g",
+                "--pred-json",
+                "p.json",
+                "--pred-folder",
+                "p",
+            ],
+            "missing.json",
+        ),
+        (
+            [
+                "import-official",
+                "--weights",
+                "missing.pth",
+                "--config",
+                "missing.yaml",
+                "--output",
+                "o.pt",
+            ],
+            "missing",
+        ),
+        (
+            [
+                "check-data",
+                "--quick",
+                "synthetic/base",
+                "data.dataset=coco_panoptic",
+                "data.root=missing-root",
+            ],
+            "missing-root",
+        ),
+    ],
+)
 def test_pass_through_commands_accept_options_first(argv, expected, tmp_path, monkeypatch, capsys):
     """The documented commands start with an option; the top-level parser must hand it on, and the
     command's own error (a missing file) must come back, not argparse's 'unrecognized arguments'."""

@@ -22,7 +22,9 @@ def _tiny(tiny_cfg) -> tuple:
 
 def _images(n=2, size=64):
     g = torch.Generator().manual_seed(1)
-    return [torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8) for _ in range(n)]
+    return [
+        torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8) for _ in range(n)
+    ]
 
 
 def test_add_step_initialisation(tiny_cfg):
@@ -34,7 +36,9 @@ def test_add_step_initialisation(tiny_cfg):
     mean_feat = dec.query_feat.weight.mean(0)
     assert torch.equal(dec.prompt_feat[0].weight, mean_feat.expand(3, -1))
     for layer in range(dec.cfg.num_layers):  # deep prompts: one embedding per layer, all = mean
-        assert torch.equal(dec.prompt_embed[0][layer].weight, dec.query_embed.weight.mean(0).expand(3, -1))
+        assert torch.equal(
+            dec.prompt_embed[0][layer].weight, dec.query_embed.weight.mean(0).expand(3, -1)
+        )
     for a, b in zip(dec.prompt_mask_embed[0].parameters(), dec.mask_embed.parameters()):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
     head, noobj = dec.class_embed.cls[2], dec.class_embed.cls[0]
@@ -49,9 +53,19 @@ def test_freeze_leaves_only_group_parameters(tiny_cfg):
     model = build_model(cfg, scenario, "eclipse", 1, thing_ids)
     params = freeze_for_step(model, 1, train_no_object_head=True)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert names and all(n.startswith(("sem_seg_head.predictor.prompt_", "sem_seg_head.predictor.class_embed.cls.0",
-                                        "sem_seg_head.predictor.class_embed.cls.2")) for n in names)
-    assert sum(p.numel() for p in params) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert names and all(
+        n.startswith(
+            (
+                "sem_seg_head.predictor.prompt_",
+                "sem_seg_head.predictor.class_embed.cls.0",
+                "sem_seg_head.predictor.class_embed.cls.2",
+            )
+        )
+        for n in names
+    )
+    assert sum(p.numel() for p in params) == sum(
+        p.numel() for p in model.parameters() if p.requires_grad
+    )
     freeze_for_step(model, 1, train_no_object_head=False)
     assert not any(p.requires_grad for p in model.decoder.class_embed.cls[0].parameters())
 
@@ -66,8 +80,17 @@ def test_prompt_step_changes_nothing_old_bitwise(tiny_cfg, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     add_step(model, 2, cfg.continual.num_prompts)
     model.train()
-    stats = train_step(model, cfg, scenario, plan_step(cfg, scenario, 1, "eclipse"), train,
-                       tmp_path / "s1", {"step": 1}, resume=False, progress=False)
+    stats = train_step(
+        model,
+        cfg,
+        scenario,
+        plan_step(cfg, scenario, 1, "eclipse"),
+        train,
+        tmp_path / "s1",
+        {"step": 1},
+        resume=False,
+        progress=False,
+    )
     assert stats["iterations"] == 3
     after = model.state_dict()
     for k, v in before.items():
@@ -99,10 +122,12 @@ def test_grouped_pass_equals_each_group_alone(tiny_cfg):
         for g in range(model.decoder.num_groups):
             alone = model.decoder(ms, mf, groups=(g,), manipulate=False)
             n = model.decoder.group_size(g)
-            torch.testing.assert_close(full.pred_logits[:, start:start + n], alone.pred_logits,
-                                       atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(full.pred_masks[:, start:start + n], alone.pred_masks,
-                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                full.pred_logits[:, start : start + n], alone.pred_logits, atol=1e-5, rtol=1e-5
+            )
+            torch.testing.assert_close(
+                full.pred_masks[:, start : start + n], alone.pred_masks, atol=1e-5, rtol=1e-5
+            )
             start += n
     assert joint.pred_logits.shape[1] == start
 
@@ -121,7 +146,9 @@ def test_logit_manipulation_only_in_eval_with_groups(tiny_cfg):
     base_only: Mask2Former = build_model(cfg, scenario, "eclipse", 0, thing_ids)
     set_deltas(base_only, [0.4])
     base_only.eval()
-    with torch.no_grad():  # a single group is never manipulated (official: no prompts, no manipulation)
+    with (
+        torch.no_grad()
+    ):  # a single group is never manipulated (official: no prompts, no manipulation)
         raw = base_only(_images(1), groups=(0,), manipulate=False)
         auto = base_only(_images(1))
     assert torch.equal(raw.pred_logits, auto.pred_logits)
@@ -136,6 +163,14 @@ def test_runner_all_steps_and_results(tiny_cfg):
     assert steps[0]["pq_old"] is None and steps[1]["pq_old"] is not None
     assert steps[1]["trainable_params"] < steps[0]["trainable_params"] / 5
     for s in steps:
-        assert set(s) >= {"pq_old", "pq_new", "pq_all", "pq_things", "pq_stuff", "per_class",
-                          "trainable_params", "train_seconds"}
+        assert set(s) >= {
+            "pq_old",
+            "pq_new",
+            "pq_all",
+            "pq_things",
+            "pq_stuff",
+            "per_class",
+            "trainable_params",
+            "train_seconds",
+        }
         assert len(s["per_class"]) == sum(results["classes_per_step"][: s["step"] + 1])

@@ -19,8 +19,17 @@ from tests.conftest import TINY_MODEL
 
 
 def _train_args(tiny_data, out, *extra):
-    return ["train", "synthetic/base", "--output", str(out), "--no-progress", *TINY_MODEL,
-            f"data.root={tiny_data}", "data.max_val_images=4", *extra]
+    return [
+        "train",
+        "synthetic/base",
+        "--output",
+        str(out),
+        "--no-progress",
+        *TINY_MODEL,
+        f"data.root={tiny_data}",
+        "data.max_val_images=4",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +50,14 @@ def test_a_bad_scenario_leaves_nothing_behind(tiny_data, tmp_path, capsys):
     assert "the data of this config" not in err and "ECLIPSE_DATA" not in err
     assert not out.exists()
     # the corrected command goes through without --overwrite
-    assert main(_train_args(tiny_data, out, "--scenario", "6,6", "solver.iterations=1",
-                            "continual.iterations=1")) == 0
+    assert (
+        main(
+            _train_args(
+                tiny_data, out, "--scenario", "6,6", "solver.iterations=1", "continual.iterations=1"
+            )
+        )
+        == 0
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
@@ -56,8 +71,23 @@ def test_unavailable_device_is_one_line(tiny_data, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_no_progress_prints_a_line_per_log_period(trained, tiny_data, tmp_path, capsys):
-    assert main(_train_args(tiny_data, tmp_path / "r", "--scenario", "6,6", "--step", "0",
-                            "solver.iterations=2", "solver.log_period=1", "--threads", "1")) == 0
+    assert (
+        main(
+            _train_args(
+                tiny_data,
+                tmp_path / "r",
+                "--scenario",
+                "6,6",
+                "--step",
+                "0",
+                "solver.iterations=2",
+                "solver.log_period=1",
+                "--threads",
+                "1",
+            )
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "1 CPU thread (--threads)" in err
     assert "iteration 1/2" in err and "iteration 2/2" in err and "loss" in err
@@ -76,11 +106,36 @@ def test_predict_scores_like_evaluate(trained, tiny_data, tmp_path, capsys):
     and they are the very maps `evaluate --predictions` writes."""
     weights, _ = trained
     val = tiny_data / "val"
-    assert main(["evaluate", "--weights", str(weights), "--no-progress", "data.max_val_images=0",
-                 "--predictions", str(tmp_path / "ev"), "--output", str(tmp_path / "ev.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--weights",
+                str(weights),
+                "--no-progress",
+                "data.max_val_images=0",
+                "--predictions",
+                str(tmp_path / "ev"),
+                "--output",
+                str(tmp_path / "ev.json"),
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads((tmp_path / "ev.json").read_text())
-    assert main(["predict", "--weights", str(weights), str(val / "images"),
-                 "--output", str(tmp_path / "pred")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(weights),
+                str(val / "images"),
+                "--output",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 0
+    )
     pred = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     gt = json.loads((val / "panoptic.json").read_text())
     assert len(pred["annotations"]) == len(gt["annotations"])
@@ -96,12 +151,30 @@ def test_predict_scores_like_evaluate(trained, tiny_data, tmp_path, capsys):
     (tmp_path / "pred.json").write_text(json.dumps(pred))
     groups = evaluated["summary"]["groups"]
     scenario = load_model(weights).scenario
-    spec = ",".join(f"{g}:" + "+".join(str(c) for c in scenario.classes_of_step(t))
-                    for g, t in (("old", 0), ("new", 1)))
-    assert main(["evaluate-panoptic", "--gt-json", str(val / "panoptic.json"), "--gt-folder",
-                 str(val / "panoptic"), "--pred-json", str(tmp_path / "pred.json"), "--pred-folder",
-                 str(tmp_path / "pred" / "panoptic"), "--class-groups", spec,
-                 "--output", str(tmp_path / "pq.json")]) == 0
+    spec = ",".join(
+        f"{g}:" + "+".join(str(c) for c in scenario.classes_of_step(t))
+        for g, t in (("old", 0), ("new", 1))
+    )
+    assert (
+        main(
+            [
+                "evaluate-panoptic",
+                "--gt-json",
+                str(val / "panoptic.json"),
+                "--gt-folder",
+                str(val / "panoptic"),
+                "--pred-json",
+                str(tmp_path / "pred.json"),
+                "--pred-folder",
+                str(tmp_path / "pred" / "panoptic"),
+                "--class-groups",
+                spec,
+                "--output",
+                str(tmp_path / "pq.json"),
+            ]
+        )
+        == 0
+    )
     scored = json.loads((tmp_path / "pq.json").read_text())
     assert scored["unit"] == evaluated["unit"] == "points"
     assert scored["groups"]["old"]["pq"] == pytest.approx(groups["old"]["pq"], abs=1e-3)
@@ -114,8 +187,20 @@ def test_predict_checks_every_input_before_writing(trained, tiny_data, tmp_path,
     good = tiny_data / "val" / "images" / "val_000000.png"
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    assert main(["predict", "--weights", str(weights), str(good), str(bad),
-                 "--output", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--weights",
+                str(weights),
+                str(good),
+                str(bad),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "broken.png" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -129,7 +214,10 @@ def test_predict_needs_no_dataset(trained, tiny_data, tmp_path, monkeypatch):
     assert main(["predict", "--weights", str(weights), str(image), "--output", "o"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
     pred = json.loads((tmp_path / "o" / "predictions.json").read_text())
-    assert pred["images"][0]["id"] == "val_000001" and pred["annotations"][0]["image_id"] == "val_000001"
+    assert (
+        pred["images"][0]["id"] == "val_000001"
+        and pred["annotations"][0]["image_id"] == "val_000001"
+    )
     assert {c["name"] for c in pred["categories"]} >= {"disk", "sky"}
 
 
@@ -155,8 +243,12 @@ def test_evaluate_refuses_foreign_categories(trained, tmp_path, capsys):
         for s in a["segments_info"]:
             s["category_id"] += 100
     (tmp_path / "d" / "val" / "panoptic.json").write_text(json.dumps(doc))
-    assert main(["evaluate", "--weights", str(weights), "--no-progress",
-                 f"data.root={tmp_path / 'd'}"]) == 2
+    assert (
+        main(
+            ["evaluate", "--weights", str(weights), "--no-progress", f"data.root={tmp_path / 'd'}"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "are not categories of this validation set" in err and "Traceback" not in err
 
@@ -183,9 +275,13 @@ def test_unknown_config_name_lists_the_shipped_ones(capsys):
 def test_plot_of_one_step_has_one_panel(tmp_path):
     from eclipse_seg.engine.results import plot_results
 
-    results = {"scenario": "12", "classes_per_step": [12],
-               "methods": {"eclipse": {"steps": [{"step": 0, "pq_old": None, "pq_new": 40.0,
-                                                  "pq_all": 40.0}]}}}
+    results = {
+        "scenario": "12",
+        "classes_per_step": [12],
+        "methods": {
+            "eclipse": {"steps": [{"step": 0, "pq_old": None, "pq_new": 40.0, "pq_all": 40.0}]}
+        },
+    }
     import warnings
 
     with warnings.catch_warnings():

@@ -13,8 +13,15 @@ NEG = -20.0  # class logit that never wins
 def run(logits, masks, thing, **kw):
     """Masks at output resolution: padded = image = output size, so no resizing happens."""
     size = tuple(masks.shape[-2:])
-    return postprocess(torch.tensor(logits, dtype=torch.float32), masks, size, size, size,
-                       torch.tensor(thing), **kw)
+    return postprocess(
+        torch.tensor(logits, dtype=torch.float32),
+        masks,
+        size,
+        size,
+        size,
+        torch.tensor(thing),
+        **kw,
+    )
 
 
 def rows(*r):
@@ -37,7 +44,9 @@ def test_keep_rule_no_object_and_strict_threshold():
     out = run(logits, masks, [False, False])
     assert [s["label"] for s in out["segments_info"]] == [0, 1]
     assert out["panoptic_seg"].tolist() == [[1, 1, 2, 2]]
-    assert out["segments_info"][1]["score"] == pytest.approx(torch.sigmoid(torch.tensor(1.01)).item())
+    assert out["segments_info"][1]["score"] == pytest.approx(
+        torch.sigmoid(torch.tensor(1.01)).item()
+    )
 
 
 def test_nothing_kept():
@@ -55,8 +64,9 @@ def test_pixel_ownership_ties_and_confidence():
     out = run(logits, masks, [True, False])
     assert out["panoptic_seg"].tolist() == [[1, 2, 2, 0]]
     assert out["sem_seg"].tolist() == [[0, 0, 0, IGNORE_LABEL]]
-    assert [(s["id"], s["label"], s["category_id"], s["isthing"]) for s in out["segments_info"]] == [
-        (1, 0, 1, True), (2, 0, 1, True)]
+    assert [
+        (s["id"], s["label"], s["category_id"], s["isthing"]) for s in out["segments_info"]
+    ] == [(1, 0, 1, True), (2, 0, 1, True)]
 
 
 def test_owner_uses_score_times_prob():
@@ -75,7 +85,9 @@ def test_overlap_threshold_drop():
     # q0 is confident on 4 pixels but owns only 2 of them (q1, higher score, owns the rest)
     logits = [[1.0, NEG, NEG], [NEG, 3.0, NEG]]
     masks = rows([BIG, BIG, BIG, BIG, -BIG], [-BIG, -BIG, BIG, BIG, BIG])
-    out = run(logits, masks, [False, False], overlap_threshold=0.5)  # 2 / 4 == 0.5 -> kept (strict <)
+    out = run(
+        logits, masks, [False, False], overlap_threshold=0.5
+    )  # 2 / 4 == 0.5 -> kept (strict <)
     assert out["panoptic_seg"].tolist() == [[1, 1, 2, 2, 2]]
     out = run(logits, masks, [False, False], overlap_threshold=0.6)  # 0.5 < 0.6 -> dropped
     assert out["panoptic_seg"].tolist() == [[0, 0, 1, 1, 1]]
@@ -89,7 +101,10 @@ def test_query_with_no_owned_area_dropped_and_ids_consecutive():
     masks = rows([BIG, BIG, -BIG], [BIG, BIG, -BIG], [-BIG, -BIG, BIG])
     out = run(logits, masks, [True, True])
     assert out["panoptic_seg"].tolist() == [[1, 1, 2]]
-    assert [(s["id"], s["label"], s["category_id"]) for s in out["segments_info"]] == [(1, 0, 1), (2, 1, 2)]
+    assert [(s["id"], s["label"], s["category_id"]) for s in out["segments_info"]] == [
+        (1, 0, 1),
+        (2, 1, 2),
+    ]
 
 
 def test_stuff_merges_things_stay_separate():
@@ -111,7 +126,9 @@ def test_stuff_merges_things_stay_separate():
     assert info == [(1, 1, 2, False), (2, 0, 1, True), (3, 0, 1, True), (4, 2, 3, False)]
     assert out["sem_seg"].tolist() == [[1, 0, 1, 0, 2]]
     # the merged segment keeps the score of its first query
-    assert out["segments_info"][0]["score"] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert out["segments_info"][0]["score"] == pytest.approx(
+        torch.sigmoid(torch.tensor(2.0)).item()
+    )
 
 
 def test_resize_crop_then_resize():

@@ -54,8 +54,11 @@ def explicit_cost(logits, pm, tm, labels, cfg):
             t = tm[j].double()
             bce = -(t * torch.log(s) + (1 - t) * torch.log(1 - s)).mean()
             dice = 1 - (2 * (s * t).sum() + 1) / (s.sum() + t.sum() + 1)
-            cost[i, j] = (cfg.class_weight * -prob[i, labels[j]] + cfg.mask_weight * bce
-                          + cfg.dice_weight * dice)
+            cost[i, j] = (
+                cfg.class_weight * -prob[i, labels[j]]
+                + cfg.mask_weight * bce
+                + cfg.dice_weight * dice
+            )
     return cost
 
 
@@ -71,10 +74,15 @@ def test_hungarian_constant_masks_vs_brute_force(seed, interior_points):
     tgt_vals = torch.rand(t, generator=g)
     labels = torch.randint(0, c, (t,), generator=g)
     target = Target(labels, tgt_vals.view(t, 1, 1).expand(t, 16, 16).clone())
-    (rows, cols), = hungarian_match(pred, [target], cfg)
+    ((rows, cols),) = hungarian_match(pred, [target], cfg)
     n = cfg.num_points  # the dice's +1 smoothing depends on the number of points
-    cost = explicit_cost(logits[0].double(), mask_vals.view(q, 1).expand(q, n),
-                         tgt_vals.view(t, 1).expand(t, n), labels, cfg)
+    cost = explicit_cost(
+        logits[0].double(),
+        mask_vals.view(q, 1).expand(q, n),
+        tgt_vals.view(t, 1).expand(t, n),
+        labels,
+        cfg,
+    )
     total, pairs = brute_force(cost)
     got = sorted(zip(rows.tolist(), cols.tolist()))
     assert len(got) == t
@@ -91,16 +99,25 @@ def test_hungarian_spatial_masks_vs_brute_force(seed):
     cfg = LossConfig(num_points=64, class_weight=2.0)
     logits = torch.randn(b, q, c + 1, generator=g)
     masks = torch.randn(b, q, 6, 6, generator=g) * 3
-    targets = [Target(torch.randint(0, c, (t,), generator=g),
-                      (torch.rand(t, 24, 24, generator=g) > 0.5).float()) for _ in range(b)]
+    targets = [
+        Target(
+            torch.randint(0, c, (t,), generator=g),
+            (torch.rand(t, 24, 24, generator=g) > 0.5).float(),
+        )
+        for _ in range(b)
+    ]
     torch.manual_seed(seed)
     result = hungarian_match(Prediction(logits, masks), targets, cfg)
     torch.manual_seed(seed)
     for bi, tgt in enumerate(targets):
         coords = torch.rand(1, cfg.num_points, 2)
         grid = (2 * coords - 1).unsqueeze(2)  # (1, P, 1, 2)
-        pm = F.grid_sample(masks[bi][:, None], grid.expand(q, -1, -1, -1), align_corners=False)[:, 0, :, 0]
-        tm = F.grid_sample(tgt.masks[:, None], grid.expand(t, -1, -1, -1), align_corners=False)[:, 0, :, 0]
+        pm = F.grid_sample(masks[bi][:, None], grid.expand(q, -1, -1, -1), align_corners=False)[
+            :, 0, :, 0
+        ]
+        tm = F.grid_sample(tgt.masks[:, None], grid.expand(t, -1, -1, -1), align_corners=False)[
+            :, 0, :, 0
+        ]
         cost = explicit_cost(logits[bi].double(), pm, tm, tgt.labels, cfg)
         total, pairs = brute_force(cost)
         rows, cols = result[bi]
@@ -111,8 +128,11 @@ def test_hungarian_spatial_masks_vs_brute_force(seed):
 
 def test_hungarian_empty_target():
     pred = Prediction(torch.randn(1, 3, 4), torch.randn(1, 3, 4, 4))
-    (rows, cols), = hungarian_match(pred, [Target(torch.zeros(0, dtype=torch.int64),
-                                                  torch.zeros(0, 16, 16))], LossConfig(num_points=8))
+    ((rows, cols),) = hungarian_match(
+        pred,
+        [Target(torch.zeros(0, dtype=torch.int64), torch.zeros(0, 16, 16))],
+        LossConfig(num_points=8),
+    )
     assert rows.numel() == 0 and cols.numel() == 0
 
 
@@ -159,7 +179,9 @@ def test_pairwise_costs_vs_loops():
         for j in range(3):
             s = [_sig(v) for v in inputs[i].tolist()]
             t = targets[j].tolist()
-            bce = sum(-(tk * math.log(sk) + (1 - tk) * math.log(1 - sk)) for sk, tk in zip(s, t)) / 7
+            bce = (
+                sum(-(tk * math.log(sk) + (1 - tk) * math.log(1 - sk)) for sk, tk in zip(s, t)) / 7
+            )
             d = 1 - (2 * sum(sk * tk for sk, tk in zip(s, t)) + 1) / (sum(s) + sum(t) + 1)
             assert ce[i, j].item() == pytest.approx(bce, rel=1e-9)
             assert dice[i, j].item() == pytest.approx(d, rel=1e-9)
@@ -168,9 +190,18 @@ def test_pairwise_costs_vs_loops():
 def test_mask_losses_normalised_by_num_masks(interior_points):
     """Constant masks make point sampling irrelevant: per-mask BCE and dice are closed-form."""
     cfg = LossConfig(num_points=50)
-    pred = torch.tensor([[1.0, -2.0, 0.5], [0.3, 2.0, -1.0]]).view(2, 3, 1, 1).expand(2, 3, 4, 4).clone()
-    targets = [Target(torch.tensor([0, 1]), torch.tensor([1.0, 0.0]).view(2, 1, 1).expand(2, 16, 16).clone()),
-               Target(torch.tensor([2]), torch.ones(1, 16, 16))]
+    pred = (
+        torch.tensor([[1.0, -2.0, 0.5], [0.3, 2.0, -1.0]])
+        .view(2, 3, 1, 1)
+        .expand(2, 3, 4, 4)
+        .clone()
+    )
+    targets = [
+        Target(
+            torch.tensor([0, 1]), torch.tensor([1.0, 0.0]).view(2, 1, 1).expand(2, 16, 16).clone()
+        ),
+        Target(torch.tensor([2]), torch.ones(1, 16, 16)),
+    ]
     indices = [(torch.tensor([2, 0]), torch.tensor([0, 1])), (torch.tensor([1]), torch.tensor([0]))]
     pairs = [(0.5, 1.0), (1.0, 0.0), (2.0, 1.0)]  # (logit, target) of the matched pairs
     exp_bce = exp_dice = 0.0
@@ -189,8 +220,13 @@ def test_mask_losses_normalised_by_num_masks(interior_points):
 def test_mask_losses_no_match_is_zero_with_grad():
     pred = torch.randn(1, 3, 4, 4, requires_grad=True)
     empty = torch.zeros(0, dtype=torch.int64)
-    bce, dice = mask_losses(pred, [Target(empty, torch.zeros(0, 16, 16))], [(empty, empty)], 1.0,
-                            LossConfig(num_points=8))
+    bce, dice = mask_losses(
+        pred,
+        [Target(empty, torch.zeros(0, 16, 16))],
+        [(empty, empty)],
+        1.0,
+        LossConfig(num_points=8),
+    )
     assert bce.item() == 0.0 and dice.item() == 0.0
     (bce + dice).backward()
     assert pred.grad is not None
@@ -198,8 +234,10 @@ def test_mask_losses_no_match_is_zero_with_grad():
 
 def test_set_criterion_terms_and_total():
     g = torch.Generator().manual_seed(0)
+
     def pred():
         return Prediction(torch.randn(1, 4, 3, generator=g), torch.randn(1, 4, 4, 4, generator=g))
+
     final, aux = pred(), [pred(), pred()]
     out = DecoderOutput(final.pred_logits, final.pred_masks, aux)
     targets = [Target(torch.tensor([0, 1]), (torch.rand(2, 16, 16, generator=g) > 0.5).float())]
@@ -207,13 +245,18 @@ def test_set_criterion_terms_and_total():
     torch.manual_seed(0)
     total, terms = SetCriterion(cfg)(out, targets)
     assert set(terms) == {f"loss_{k}{s}" for k in ("ce", "mask", "dice") for s in ("", "_0", "_1")}
-    expected = sum(w * terms[f"loss_{k}{s}"] for k, w in (("ce", 2.0), ("mask", 5.0), ("dice", 5.0))
-                   for s in ("", "_0", "_1"))
+    expected = sum(
+        w * terms[f"loss_{k}{s}"]
+        for k, w in (("ce", 2.0), ("mask", 5.0), ("dice", 5.0))
+        for s in ("", "_0", "_1")
+    )
     assert total.item() == pytest.approx(expected, rel=1e-5)
     # unmatched queries are trained towards no-object: the class term matches class_loss on the
     # matched target classes
     torch.manual_seed(0)
-    (rows, cols), = hungarian_match(final, targets, cfg)
+    ((rows, cols),) = hungarian_match(final, targets, cfg)
     tc = torch.full((1, 4), 2)
     tc[0, rows] = targets[0].labels[cols]
-    assert terms["loss_ce"] == pytest.approx(class_loss(final.pred_logits, tc, cfg).item(), rel=1e-6)
+    assert terms["loss_ce"] == pytest.approx(
+        class_loss(final.pred_logits, tc, cfg).item(), rel=1e-6
+    )

@@ -41,13 +41,17 @@ def test_official_scenarios(ds, name):
     assert list(sc.order) == order
     start = 0
     for t, n in enumerate(steps):
-        assert list(sc.classes_of_step(t)) == order[start:start + n]
+        assert list(sc.classes_of_step(t)) == order[start : start + n]
         assert sc.new_classes(t) == sc.classes_of_step(t)
         assert list(sc.old_classes(t)) == order[:start]
-        assert list(sc.seen_classes(t)) == order[:start + n]
+        assert list(sc.seen_classes(t)) == order[: start + n]
         assert sc.labels_of_step(t) == range(start, start + n)
         g = eval_class_groups(sc, t)
-        assert g == {"old": order[:start], "new": order[start:start + n], "all": order[:start + n]}
+        assert g == {
+            "old": order[:start],
+            "new": order[start : start + n],
+            "all": order[: start + n],
+        }
         start += n
     assert eval_class_groups(sc, 0)["old"] == []
     assert sc.label_of(order[0]) == 0 and sc.category_of(len(order) - 1) == order[-1]

@@ -59,18 +59,25 @@ def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict
         else:
             raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as e:
-        hint = ("" if allow_pickle else " If you trust the file, retry with allow_pickle=True "
-                "(--allow-pickle), which lets it run code while loading.")
+        hint = (
+            ""
+            if allow_pickle
+            else " If you trust the file, retry with allow_pickle=True "
+            "(--allow-pickle), which lets it run code while loading."
+        )
         raise CheckpointError(f"cannot read official checkpoint {path}: {e}.{hint}") from e
     except Exception as e:
-        raise CheckpointError(f"cannot read official checkpoint {path} ({type(e).__name__}: {e})") from e
+        raise CheckpointError(
+            f"cannot read official checkpoint {path} ({type(e).__name__}: {e})"
+        ) from e
     if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
         raw = raw["model"]
     elif isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict) or not raw:
-        raise CheckpointError(f"{path}: expected a state dict or {{'model': state dict}}, got "
-                              f"{type(raw).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a state dict or {{'model': state dict}}, got {type(raw).__name__}"
+        )
     state: dict[str, torch.Tensor] = {}
     for k, v in raw.items():
         if not isinstance(k, str):
@@ -85,9 +92,13 @@ def read_official_state(path: str | Path, *, allow_pickle: bool = False) -> dict
     return state
 
 
-def official_thing_ids(catalog: str, order: list[int], thing_classes: Iterable[int] | None = None,
-                       official_thing_lookup: bool = False, categories: list[dict] | None = None
-                       ) -> set[int]:
+def official_thing_ids(
+    catalog: str,
+    order: list[int],
+    thing_classes: Iterable[int] | None = None,
+    official_thing_lookup: bool = False,
+    categories: list[dict] | None = None,
+) -> set[int]:
     """Category ids (in the class order's id space) that are things.
 
     `thing_classes`: 0-based model labels (positions in `order`) that are things; None = the
@@ -140,20 +151,29 @@ def _prepare_state(state: dict[str, torch.Tensor], model, path) -> dict[str, tor
             continue
         if k in _NORMALISATION:
             ours = getattr(model, k).detach().cpu().reshape(-1)
-            if v.numel() != ours.numel() or not torch.allclose(v.float().reshape(-1), ours, atol=1e-3):
-                raise CheckpointError(f"{path}: '{k}' = {v.reshape(-1).tolist()} differs from ours "
-                                      f"{ours.tolist()}; this model expects other input normalisation")
+            if v.numel() != ours.numel() or not torch.allclose(
+                v.float().reshape(-1), ours, atol=1e-3
+            ):
+                raise CheckpointError(
+                    f"{path}: '{k}' = {v.reshape(-1).tolist()} differs from ours "
+                    f"{ours.tolist()}; this model expects other input normalisation"
+                )
             continue
         if k.endswith(_REBUILT_SUFFIX) and k in own:
             if v.shape != own[k].shape or not torch.equal(v.long(), own[k].long()):
-                raise CheckpointError(f"{path}: '{k}' differs from ours: the checkpoint's Swin windows "
-                                      f"are not MODEL.SWIN.WINDOW_SIZE = {model.cfg.swin.window_size}")
+                raise CheckpointError(
+                    f"{path}: '{k}' differs from ours: the checkpoint's Swin windows "
+                    f"are not MODEL.SWIN.WINDOW_SIZE = {model.cfg.swin.window_size}"
+                )
             continue
         out[k.replace("predictor.static_query", "predictor.query_feat")] = v
     # a Mask2Former model-zoo linear classifier: class_embed (C+1, hidden), no-object last
     p = "sem_seg_head.predictor.class_embed."
-    one_linear_head = (p + "cls.1.weight" in own and p + "cls.2.weight" not in own
-                       and p + "cls.1.layers.0.weight" not in own)
+    one_linear_head = (
+        p + "cls.1.weight" in own
+        and p + "cls.2.weight" not in own
+        and p + "cls.1.layers.0.weight" not in own
+    )
     if p + "weight" in out and p + "cls.0.weight" not in out and one_linear_head:
         w = out.pop(p + "weight")
         out[p + "cls.1.weight"], out[p + "cls.0.weight"] = w[:-1], w[-1:]
@@ -171,19 +191,28 @@ def _load_strict(model, state: dict[str, torch.Tensor], path) -> None:
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in own_keys & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or wrong:
+
         def show(keys, n=20):
             return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
         parts = []
         if missing:
             parts.append(f"missing keys ({len(missing)}): {show(missing)}")
         if unexpected:
             parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
         if wrong:
-            parts.append("shape mismatches: " + ", ".join(
-                f"{k} checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:20]))
-        raise CheckpointError(f"official checkpoint {path} does not fit the model its config describes "
-                              f"(check CONT.TASK, CONT.NUM_PROMPTS, the class counts and widths):\n  "
-                              + "\n  ".join(parts))
+            parts.append(
+                "shape mismatches: "
+                + ", ".join(
+                    f"{k} checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in wrong[:20]
+                )
+            )
+        raise CheckpointError(
+            f"official checkpoint {path} does not fit the model its config describes "
+            f"(check CONT.TASK, CONT.NUM_PROMPTS, the class counts and widths):\n  "
+            + "\n  ".join(parts)
+        )
     with torch.no_grad():
         model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
@@ -191,15 +220,22 @@ def _load_strict(model, state: dict[str, torch.Tensor], path) -> None:
 def _as_official(config: str | Path | OfficialConfig, opts: list[str] | None) -> OfficialConfig:
     if isinstance(config, OfficialConfig):
         if opts:
-            raise ConfigError("opts are applied when loading the YAML; pass the path instead of an "
-                              "OfficialConfig, or apply them with load_official_config")
+            raise ConfigError(
+                "opts are applied when loading the YAML; pass the path instead of an "
+                "OfficialConfig, or apply them with load_official_config"
+            )
         return config
     return load_official_config(config, opts)
 
 
-def build_official(config: str | Path | OfficialConfig, opts: list[str] | None = None,
-                   thing_classes: Iterable[int] | None = None, *, official_thing_lookup: bool = False,
-                   categories: Categories | None = None):
+def build_official(
+    config: str | Path | OfficialConfig,
+    opts: list[str] | None = None,
+    thing_classes: Iterable[int] | None = None,
+    *,
+    official_thing_lookup: bool = False,
+    categories: Categories | None = None,
+):
     """(model with fresh weights, Config, Scenario, info, thing_ids) for an official config.
     `official_thing_lookup`: the official thing/stuff lookup (see `official_thing_ids`). `categories`: a
     categories file (or its entries) naming the training set's classes, required unless
@@ -215,8 +251,9 @@ def build_official(config: str | Path | OfficialConfig, opts: list[str] | None =
     cats = None if categories is None else load_categories(categories)
     cfg, info = to_eclipse_config(official, cats)
     info["categories"] = cats
-    thing_ids = official_thing_ids(info["catalog"], list(cfg.continual.order), thing_classes,
-                                   official_thing_lookup, cats)
+    thing_ids = official_thing_ids(
+        info["catalog"], list(cfg.continual.order), thing_classes, official_thing_lookup, cats
+    )
     to_dataset = None
     if cats is not None:  # position k in the file -> the file's id
         to_dataset = {k + 1: c["id"] for k, c in enumerate(cats)}
@@ -243,14 +280,27 @@ def _dataset_categories(catalog: str, semantic: bool, thing_ids: set[int]) -> li
     out = []
     for c in load_catalog(catalog):
         cid = c[key] if semantic else to_json[c[key]]
-        out.append({"id": cid, "name": c["name"], "isthing": int(cid in thing_ids),
-                    "color": list(c["color"])})
+        out.append(
+            {
+                "id": cid,
+                "name": c["name"],
+                "isthing": int(cid in thing_ids),
+                "color": list(c["color"]),
+            }
+        )
     return out
 
 
-def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts: list[str] | None = None,
-                  thing_classes: Iterable[int] | None = None, *, allow_pickle: bool = False,
-                  official_thing_lookup: bool = False, categories: Categories | None = None):
+def load_official(
+    weights: str | Path,
+    config: str | Path | OfficialConfig,
+    opts: list[str] | None = None,
+    thing_classes: Iterable[int] | None = None,
+    *,
+    allow_pickle: bool = False,
+    official_thing_lookup: bool = False,
+    categories: Categories | None = None,
+):
     """Our Mask2Former holding an official checkpoint, in eval mode.
 
     `config`: the official YAML (its `_BASE_` chain is followed) and `opts` the official KEY VALUE
@@ -260,41 +310,68 @@ def load_official(weights: str | Path, config: str | Path | OfficialConfig, opts
     does (by position in the class order; differs for COCO), to reproduce its outputs exactly.
     `categories`: a categories file (path or entries) for a training set other than ADE20K / COCO
     (see `build_official`)."""
-    model, _, _, _, _ = build_official(config, opts, thing_classes, official_thing_lookup=official_thing_lookup,
-                                       categories=categories)
+    model, _, _, _, _ = build_official(
+        config,
+        opts,
+        thing_classes,
+        official_thing_lookup=official_thing_lookup,
+        categories=categories,
+    )
     state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
     _load_strict(model, state, weights)
     model.eval()
     return model
 
 
-def import_official(weights: str | Path, config: str | Path, output: str | Path,
-                    opts: list[str] | None = None, thing_classes: Iterable[int] | None = None, *,
-                    allow_pickle: bool = False, official_thing_lookup: bool = False,
-                    categories: Categories | None = None) -> dict[str, Any]:
+def import_official(
+    weights: str | Path,
+    config: str | Path,
+    output: str | Path,
+    opts: list[str] | None = None,
+    thing_classes: Iterable[int] | None = None,
+    *,
+    allow_pickle: bool = False,
+    official_thing_lookup: bool = False,
+    categories: Categories | None = None,
+) -> dict[str, Any]:
     """Write an official checkpoint as one of ours; returns its manifest (with a categories file:
     its entries under "categories", so names travel with the weights)."""
     from eclipse_seg.engine.build import manifest_for
     from eclipse_seg.engine.checkpoint import save_checkpoint
 
-    model, cfg, scenario, info, thing_ids = build_official(config, opts, thing_classes,
-                                                           official_thing_lookup=official_thing_lookup,
-                                                           categories=categories)
+    model, cfg, scenario, info, thing_ids = build_official(
+        config,
+        opts,
+        thing_classes,
+        official_thing_lookup=official_thing_lookup,
+        categories=categories,
+    )
     state = _prepare_state(read_official_state(weights, allow_pickle=allow_pickle), model, weights)
     _load_strict(model, state, weights)
     if info["categories"] is not None:
-        categories_of_data = [{**c, "isthing": int(c["id"] in thing_ids)} for c in info["categories"]]
+        categories_of_data = [
+            {**c, "isthing": int(c["id"] in thing_ids)} for c in info["categories"]
+        ]
     else:
-        categories_of_data = _dataset_categories(info["catalog"], cfg.data.dataset == "semantic",
-                                                 thing_ids)
-    manifest = {**manifest_for(cfg, scenario, info["step"], cfg.continual.method, model,
-                               categories_of_data),
-                "thing_ids": sorted(thing_ids), "complete": True,
-                "imported_from": {"weights": str(weights), "config": str(config),
-                                  "opts": list(opts or []),
-                                  "official_thing_lookup": official_thing_lookup}}
+        categories_of_data = _dataset_categories(
+            info["catalog"], cfg.data.dataset == "semantic", thing_ids
+        )
+    manifest = {
+        **manifest_for(
+            cfg, scenario, info["step"], cfg.continual.method, model, categories_of_data
+        ),
+        "thing_ids": sorted(thing_ids),
+        "complete": True,
+        "imported_from": {
+            "weights": str(weights),
+            "config": str(config),
+            "opts": list(opts or []),
+            "official_thing_lookup": official_thing_lookup,
+        },
+    }
     if info["categories"] is not None:
         manifest["imported_from"]["categories"] = (
-            str(categories) if isinstance(categories, (str, Path)) else "(entries)")
+            str(categories) if isinstance(categories, (str, Path)) else "(entries)"
+        )
     save_checkpoint(Path(output), {"model": model.state_dict(), "manifest": manifest})
     return manifest

@@ -31,9 +31,15 @@ __all__ = [
 _DIR = Path(__file__).with_name("catalogs")
 _FILES = {"ade20k": "ade20k_150.json", "coco": "coco_133.json"}
 _ALIASES = {
-    "ade20k": "ade20k", "ade": "ade20k", "ade20k_150": "ade20k", "ade20k-150": "ade20k",
+    "ade20k": "ade20k",
+    "ade": "ade20k",
+    "ade20k_150": "ade20k",
+    "ade20k-150": "ade20k",
     "ade20k_panoptic": "ade20k",
-    "coco": "coco", "coco_133": "coco", "coco-133": "coco", "coco_panoptic": "coco",
+    "coco": "coco",
+    "coco_133": "coco",
+    "coco-133": "coco",
+    "coco_panoptic": "coco",
 }
 CATALOG_NAMES = tuple(_FILES)
 

@@ -158,7 +158,9 @@ def segments_from_id_map(
     known = {int(k) for k in seg_to_cat}
     unknown = sorted(int(u) for u in uniq if u != 0 and int(u) not in known)
     if unknown:
-        raise DataError(f"id map contains segment ids {unknown[:20]} with no category in seg_to_cat")
+        raise DataError(
+            f"id map contains segment ids {unknown[:20]} with no category in seg_to_cat"
+        )
     # find_objects works on labels 1..n: use position-in-uniq + 1.
     slices = ndimage.find_objects(inverse + 1)
     pos = {int(u): j for j, u in enumerate(uniq)}
@@ -255,7 +257,9 @@ class CocoPanopticDataset:
         try:
             return self._index_of[image_id]
         except KeyError:
-            raise DataError(f"{self.json_path}: image id {image_id!r} is not in this dataset") from None
+            raise DataError(
+                f"{self.json_path}: image id {image_id!r} is not in this dataset"
+            ) from None
 
     @property
     def thing_ids(self) -> list[int]:
@@ -363,8 +367,9 @@ class CocoPanopticDataset:
             masks=torch.from_numpy(masks),
             category_ids=torch.tensor(cats, dtype=torch.int64),
             segment_ids=torch.from_numpy(seg_ids),
-            isthing=torch.tensor([bool(self.category_by_id[c]["isthing"]) for c in cats],
-                                 dtype=torch.bool),
+            isthing=torch.tensor(
+                [bool(self.category_by_id[c]["isthing"]) for c in cats], dtype=torch.bool
+            ),
             iscrowd=torch.tensor([bool(s.get("iscrowd", 0)) for s in kept], dtype=torch.bool),
             image_id=img["id"],
             file_name=img["file_name"],
@@ -375,5 +380,7 @@ class CocoPanopticDataset:
         )
 
     def __repr__(self) -> str:
-        return (f"CocoPanopticDataset({str(self.json_path)!r}, {len(self)} images, "
-                f"{len(self.categories)} categories)")
+        return (
+            f"CocoPanopticDataset({str(self.json_path)!r}, {len(self)} images, "
+            f"{len(self.categories)} categories)"
+        )

@@ -413,11 +413,19 @@ def convert_label_pngs(
 # --------------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------------
-def convert_split(split: str | Path, categories: str | Path, *, images: str | Path | None = None,
-                  masks: str | Path | None = None, labels: str | Path | None = None,
-                  instances: str | Path | None = None, out_json: str | Path | None = None,
-                  out_pngs: str | Path | None = None, overlap: str = "error",
-                  void_values: Sequence[int] = (0,)):
+def convert_split(
+    split: str | Path,
+    categories: str | Path,
+    *,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    labels: str | Path | None = None,
+    instances: str | Path | None = None,
+    out_json: str | Path | None = None,
+    out_pngs: str | Path | None = None,
+    overlap: str = "error",
+    void_values: Sequence[int] = (0,),
+):
     """Convert one split folder (``eclipse-seg convert-masks``): ``SPLIT/images`` with
     ``SPLIT/masks`` (mask folders) or ``SPLIT/labels`` (+ ``SPLIT/instances``) -> ``SPLIT/panoptic.json``
     and ``SPLIT/panoptic/``, unless the paths are given. Returns the conversion summary."""
@@ -446,5 +454,12 @@ def convert_split(split: str | Path, categories: str | Path, *, images: str | Pa
     instances = Path(instances) if instances else None
     if instances is None and not given_labels and (split / "instances").is_dir():
         instances = split / "instances"
-    return convert_label_pngs(images, labels, categories, out_json, out_pngs,
-                              instance_dir=instances, void_values=list(void_values))
+    return convert_label_pngs(
+        images,
+        labels,
+        categories,
+        out_json,
+        out_pngs,
+        instance_dir=instances,
+        void_values=list(void_values),
+    )

@@ -16,8 +16,15 @@ from PIL import Image
 
 from eclipse_seg.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "PIL_ERRORS", "atomic_write_bytes", "expand_images", "is_file", "is_int",
-           "read_image_rgb"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "PIL_ERRORS",
+    "atomic_write_bytes",
+    "expand_images",
+    "is_file",
+    "is_int",
+    "read_image_rgb",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -85,7 +92,9 @@ def expand_images(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            found = sorted(
+                f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+            )
             if not found:
                 raise DataError(f"{p}: folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
             out += found
@@ -96,6 +105,8 @@ def expand_images(paths: list[Path]) -> list[Path]:
     stems = [p.stem for p in out]
     twice = sorted({s for s in stems if stems.count(s) > 1})
     if twice:
-        raise DataError(f"several input images share the file stem(s) {twice[:10]}: their outputs "
-                        "would overwrite each other; rename them or predict them separately")
+        raise DataError(
+            f"several input images share the file stem(s) {twice[:10]}: their outputs "
+            "would overwrite each other; rename them or predict them separately"
+        )
     return out

@@ -76,8 +76,10 @@ def read_panoptic_png(path: str | os.PathLike, *, panopticapi: bool = False) -> 
             if not panopticapi and im.mode in ("P", "RGBA"):
                 im = im.convert("RGB")
             if not panopticapi and im.mode != "RGB":
-                raise DataError(f"{path}: panoptic PNG must be RGB (id = R + 256*G + 256^2*B), "
-                                f"got mode {im.mode}")
+                raise DataError(
+                    f"{path}: panoptic PNG must be RGB (id = R + 256*G + 256^2*B), "
+                    f"got mode {im.mode}"
+                )
             arr = np.asarray(im)
     except PIL_ERRORS as e:
         raise DataError(f"{path}: cannot decode panoptic PNG (corrupt or truncated?): {e}") from e
@@ -88,5 +90,6 @@ def read_panoptic_png(path: str | os.PathLike, *, panopticapi: bool = False) -> 
         if ids.size and ids.min() < 0:
             raise DataError(f"{path}: single-channel panoptic PNG holds negative values")
         return ids
-    raise DataError(f"{path}: unsupported panoptic PNG layout (array shape {arr.shape}, "
-                    f"dtype {arr.dtype})")
+    raise DataError(
+        f"{path}: unsupported panoptic PNG layout (array shape {arr.shape}, dtype {arr.dtype})"
+    )

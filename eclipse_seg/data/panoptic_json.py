@@ -112,8 +112,9 @@ def read_panoptic_json(path: str | os.PathLike, problems: list[Problem] | None =
     return None
 
 
-def index_panoptic_json(doc: Any, json_path: str | os.PathLike,
-                        problems: list[Problem] | None = None) -> PanopticIndex:
+def index_panoptic_json(
+    doc: Any, json_path: str | os.PathLike, problems: list[Problem] | None = None
+) -> PanopticIndex:
     """Check ``doc`` against the schema and index it (see the module docstring for the modes)."""
     report = _Report(Path(json_path), problems)
     index = PanopticIndex()
@@ -143,10 +144,14 @@ def _categories(report: _Report, categories: list, index: PanopticIndex) -> None
         report.check(cat, p, "isthing", lambda v: v in (0, 1), "0 or 1 (or a boolean)")
         if "color" in cat:
             col = cat["color"]
-            if not (isinstance(col, list) and len(col) == 3
-                    and all(is_int(c) and 0 <= c <= 255 for c in col)):
-                report.field(f"{p}.color",
-                             f"expected a list of 3 integers in [0, 255], got {_short(col)}")
+            if not (
+                isinstance(col, list)
+                and len(col) == 3
+                and all(is_int(c) and 0 <= c <= 255 for c in col)
+            ):
+                report.field(
+                    f"{p}.color", f"expected a list of 3 integers in [0, 255], got {_short(col)}"
+                )
         if not ok:
             continue
         if cid in index.category_by_id:
@@ -173,8 +178,9 @@ def _images(report: _Report, images: list, index: PanopticIndex) -> None:
             index.images[iid] = img
 
 
-def _annotations(report: _Report, annotations: list, index: PanopticIndex,
-                 have_categories: bool) -> None:
+def _annotations(
+    report: _Report, annotations: list, index: PanopticIndex, have_categories: bool
+) -> None:
     seen: set = set()
     for i, ann in enumerate(annotations):
         p = f"annotations[{i}]"
@@ -182,7 +188,9 @@ def _annotations(report: _Report, annotations: list, index: PanopticIndex,
             continue
         ok_id, iid = report.check(ann, p, "image_id", _id, "an integer or string")
         ok_name, _ = report.check(ann, p, "file_name", _name, "a non-empty string")
-        ok_segs, segs = report.check(ann, p, "segments_info", lambda v: isinstance(v, list), "a list")
+        ok_segs, segs = report.check(
+            ann, p, "segments_info", lambda v: isinstance(v, list), "a list"
+        )
         if ok_id:
             if iid not in index.images:
                 report.field(f"{p}.image_id", f"image id {iid!r} is not in 'images'")
@@ -196,8 +204,9 @@ def _annotations(report: _Report, annotations: list, index: PanopticIndex,
             index.entries.append((index.images[iid], ann, p))
 
 
-def _segments(report: _Report, segments: list, where: str, index: PanopticIndex,
-              have_categories: bool) -> bool:
+def _segments(
+    report: _Report, segments: list, where: str, index: PanopticIndex, have_categories: bool
+) -> bool:
     ok_all = True
     seg_ids: set[int] = set()
     for j, seg in enumerate(segments):
@@ -205,8 +214,9 @@ def _segments(report: _Report, segments: list, where: str, index: PanopticIndex,
         if not report.is_object(seg, q):
             ok_all = False
             continue
-        ok_s, sid = report.check(seg, q, "id", lambda v: is_int(v) and 0 < v <= MAX_ID,
-                                 f"an integer in [1, {MAX_ID}]")
+        ok_s, sid = report.check(
+            seg, q, "id", lambda v: is_int(v) and 0 < v <= MAX_ID, f"an integer in [1, {MAX_ID}]"
+        )
         ok_c, cid = report.check(seg, q, "category_id", is_int, "an integer")
         ok_all &= ok_s and ok_c
         if "iscrowd" in seg and seg["iscrowd"] not in (0, 1):

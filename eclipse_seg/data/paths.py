@@ -40,5 +40,7 @@ def root_note(root: str) -> str:
         return f"data.root {root!r} is absolute ({ENV} not used)"
     if _env():
         return f"data.root {root!r} resolved against {ENV}={_env()}: {data_root(root)}"
-    return (f"data.root {root!r} resolved against the working directory {Path.cwd()} ({ENV} is not "
-            f"set; set it to the folder holding your datasets)")
+    return (
+        f"data.root {root!r} resolved against the working directory {Path.cwd()} ({ENV} is not "
+        f"set; set it to the folder holding your datasets)"
+    )

@@ -26,8 +26,13 @@ from eclipse_seg.data.coco_panoptic import PanopticSample
 from eclipse_seg.data.files import PIL_ERRORS, read_image_rgb
 from eclipse_seg.errors import ConfigError, DataError
 
-__all__ = ["SemanticAsPanoptic", "SemanticDataset", "SemanticSample", "pair_files",
-           "semantic_categories"]
+__all__ = [
+    "SemanticAsPanoptic",
+    "SemanticDataset",
+    "SemanticSample",
+    "pair_files",
+    "semantic_categories",
+]
 
 _LABEL_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 
@@ -39,17 +44,22 @@ class SemanticSample:
     file_name: str  # image file name (relative to image_dir)
 
 
-def pair_files(image_dir: Path, label_dir: Path, image_ext: str = ".jpg", label_ext: str = ".png"
-               ) -> tuple[dict[str, tuple[str, str]], list[str], list[str]]:
+def pair_files(
+    image_dir: Path, label_dir: Path, image_ext: str = ".jpg", label_ext: str = ".png"
+) -> tuple[dict[str, tuple[str, str]], list[str], list[str]]:
     """``({stem: (image name, label name)}, images without a label, labels without an image)``
     (file names); the folders must exist."""
+
     def names(folder: Path, ext: str) -> dict[str, str]:
         return {p.stem: p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(ext)}
 
     images, labels = names(image_dir, image_ext), names(label_dir, label_ext)
     pairs = {s: (images[s], labels[s]) for s in sorted(set(images) & set(labels))}
-    return (pairs, [images[s] for s in sorted(set(images) - set(labels))],
-            [labels[s] for s in sorted(set(labels) - set(images))])
+    return (
+        pairs,
+        [images[s] for s in sorted(set(images) - set(labels))],
+        [labels[s] for s in sorted(set(labels) - set(images))],
+    )
 
 
 class SemanticDataset:
@@ -188,14 +198,20 @@ def semantic_categories(catalog: str, num_classes: int = 0) -> list[dict]:
     = its PNG values, COCO contiguous ids 1..133: the ids of ``official_order``), else
     ``num_classes`` unnamed stuff classes."""
     if catalog:
-        cats = sorted(({**c, "id": c.get("contiguous_id", c["id"])} for c in load_catalog(catalog)),
-                      key=lambda c: c["id"])
+        cats = sorted(
+            ({**c, "id": c.get("contiguous_id", c["id"])} for c in load_catalog(catalog)),
+            key=lambda c: c["id"],
+        )
         if num_classes and num_classes != len(cats):
-            raise ConfigError(f"data.num_classes={num_classes} but catalog {catalog!r} has "
-                              f"{len(cats)} classes; set 0 to use the catalog's")
+            raise ConfigError(
+                f"data.num_classes={num_classes} but catalog {catalog!r} has "
+                f"{len(cats)} classes; set 0 to use the catalog's"
+            )
         return cats
     if num_classes <= 0:
-        raise ConfigError("a semantic dataset needs data.catalog (e.g. ade20k) or data.num_classes > 0")
+        raise ConfigError(
+            "a semantic dataset needs data.catalog (e.g. ade20k) or data.num_classes > 0"
+        )
     return [{"id": i + 1, "name": f"class {i}", "isthing": 0} for i in range(num_classes)]
 
 
@@ -212,8 +228,10 @@ class SemanticAsPanoptic:
 
     def __init__(self, reader: SemanticDataset, categories: list[dict]):
         if len(categories) != reader.num_classes:
-            raise DataError(f"{reader.label_dir}: {len(categories)} categories for "
-                            f"{reader.num_classes} label classes")
+            raise DataError(
+                f"{reader.label_dir}: {len(categories)} categories for "
+                f"{reader.num_classes} label classes"
+            )
         self.reader = reader
         self.categories = categories
         self.category_by_id = {c["id"]: c for c in categories}
@@ -274,7 +292,9 @@ class SemanticAsPanoptic:
     def image_ids_with_any_category(self, cat_ids, *, include_crowd: bool = False) -> list[int]:
         """Indices of the images with a pixel of one of ``cat_ids`` (semantic data has no crowd)."""
         wanted = np.array(sorted({int(c) for c in cat_ids}), dtype=np.int64)
-        return [k for k, cats in enumerate(self.present_categories()) if np.isin(cats, wanted).any()]
+        return [
+            k for k, cats in enumerate(self.present_categories()) if np.isin(cats, wanted).any()
+        ]
 
     def __getitem__(self, i: int) -> PanopticSample:
         sample = self.reader[i]
@@ -289,18 +309,23 @@ class SemanticAsPanoptic:
             masks=torch.from_numpy(masks),
             category_ids=torch.from_numpy(ids),
             segment_ids=torch.from_numpy(ids.copy()),
-            isthing=torch.tensor([bool(self.category_by_id[c].get("isthing")) for c in cats],
-                                 dtype=torch.bool),
+            isthing=torch.tensor(
+                [bool(self.category_by_id[c].get("isthing")) for c in cats], dtype=torch.bool
+            ),
             iscrowd=torch.zeros(len(cats), dtype=torch.bool),
             image_id=Path(sample.file_name).stem,
             file_name=sample.file_name,
             height=label.shape[0],
             width=label.shape[1],
             id_map=np.where(label == self.reader.ignore_index, 0, label + 1),
-            segments_info=[{"id": c, "category_id": c, "iscrowd": 0, "area": int(m.sum())}
-                           for c, m in zip(cats, masks)],
+            segments_info=[
+                {"id": c, "category_id": c, "iscrowd": 0, "area": int(m.sum())}
+                for c, m in zip(cats, masks)
+            ],
         )
 
     def __repr__(self) -> str:
-        return (f"SemanticAsPanoptic({str(self.reader.image_dir)!r}, {len(self)} images, "
-                f"{len(self.categories)} categories)")
+        return (
+            f"SemanticAsPanoptic({str(self.reader.image_dir)!r}, {len(self)} images, "
+            f"{len(self.categories)} categories)"
+        )

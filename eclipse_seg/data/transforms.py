@@ -11,9 +11,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 
-def augment(image: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator, *, base_size: int,
-            min_scale: float, max_scale: float, crop_size: int, flip: bool, color_jitter: bool
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def augment(
+    image: torch.Tensor,
+    masks: torch.Tensor,
+    rng: np.random.Generator,
+    *,
+    base_size: int,
+    min_scale: float,
+    max_scale: float,
+    crop_size: int,
+    flip: bool,
+    color_jitter: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """image (3, H, W) uint8, masks (K, H, W) bool -> augmented image, masks, and the indices of the
     segments that survived the crop (non-empty)."""
     h, w = image.shape[-2:]

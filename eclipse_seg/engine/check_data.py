@@ -38,8 +38,16 @@ from eclipse_seg.data.semantic import SemanticDataset, pair_files, semantic_cate
 from eclipse_seg.engine.build import scenario_for
 from eclipse_seg.errors import DataError, EclipseSegError, ScenarioError
 
-__all__ = ["Problem", "check_config_data", "check_dataset", "check_semantic_split",
-           "format_problems", "preflight", "split_paths", "synthetic_pending"]
+__all__ = [
+    "Problem",
+    "check_config_data",
+    "check_dataset",
+    "check_semantic_split",
+    "format_problems",
+    "preflight",
+    "split_paths",
+    "synthetic_pending",
+]
 
 
 SCENARIO_PROBLEM = "config continual.scenario / continual.order"  # the "file" of scenario problems
@@ -103,8 +111,10 @@ def check_dataset(
         if isinstance(img.get("file_name"), str) and img["file_name"]:
             image_path = image_dir / img["file_name"]
             if not is_file(image_path):
-                add(image_path, f"image file not found (images entry of image id {img['id']!r} in "
-                                f"{jf})")
+                add(
+                    image_path,
+                    f"image file not found (images entry of image id {img['id']!r} in {jf})",
+                )
                 image_path = None
         png_path = png_dir / ann["file_name"]
         if not is_file(png_path):
@@ -115,29 +125,43 @@ def check_dataset(
         json_hw = (img["height"], img["width"]) if _size_ok(img) else None
         image_hw = png_hw = ids = None
         if image_path is not None:
-            image_hw = _decoded(problems, image_path, lambda p: read_image_rgb(p, "image").shape[:2])
+            image_hw = _decoded(
+                problems, image_path, lambda p: read_image_rgb(p, "image").shape[:2]
+            )
         if png_path is not None:
             ids = _decoded(problems, png_path, read_panoptic_png)
             png_hw = ids.shape if ids is not None else None
         for path, kind, hw in ((image_path, "image", image_hw), (png_path, "panoptic PNG", png_hw)):
             if hw is not None and json_hw is not None and tuple(hw) != json_hw:
-                add(path, f"{kind} size {hw[1]}x{hw[0]} (WxH) differs from the JSON's "
-                          f"{json_hw[1]}x{json_hw[0]} for image id {img['id']!r} in {jf}")
+                add(
+                    path,
+                    f"{kind} size {hw[1]}x{hw[0]} (WxH) differs from the JSON's "
+                    f"{json_hw[1]}x{json_hw[0]} for image id {img['id']!r} in {jf}",
+                )
         if image_hw is not None and png_hw is not None and json_hw is None and image_hw != png_hw:
-            add(png_path, f"panoptic PNG size {png_hw[1]}x{png_hw[0]} differs from the image "
-                          f"{image_path} ({image_hw[1]}x{image_hw[0]})")
+            add(
+                png_path,
+                f"panoptic PNG size {png_hw[1]}x{png_hw[0]} differs from the image "
+                f"{image_path} ({image_hw[1]}x{image_hw[0]})",
+            )
         if ids is None:
             continue
         present = {int(v) for v in np.unique(ids) if v != 0}
         listed = [int(s["id"]) for s in ann["segments_info"]]
         extra = sorted(present - set(listed))
         if extra:
-            add(png_path, f"segment ids {extra[:20]} in the PNG are not in segments_info of image id "
-                          f"{img['id']!r} ({where} of {jf})")
+            add(
+                png_path,
+                f"segment ids {extra[:20]} in the PNG are not in segments_info of image id "
+                f"{img['id']!r} ({where} of {jf})",
+            )
         absent = [s for s in listed if s not in present]
         if absent:
-            add(png_path, f"segments_info ids {absent[:20]} of image id {img['id']!r} ({where} of "
-                          f"{jf}) have no pixel in this PNG")
+            add(
+                png_path,
+                f"segments_info ids {absent[:20]} of image id {img['id']!r} ({where} of "
+                f"{jf}) have no pixel in this PNG",
+            )
     return problems
 
 
@@ -154,21 +178,34 @@ def check_semantic_split(
     the label maps, for the scenario check (None without ``deep``). ``deep=False``: folders and
     pairing only. Never modifies a file."""
     image_dir, label_dir = Path(image_dir), Path(label_dir)
-    problems = [Problem(str(d), f"{what} folder not found")
-                for d, what in ((image_dir, "image"), (label_dir, "label")) if not d.is_dir()]
+    problems = [
+        Problem(str(d), f"{what} folder not found")
+        for d, what in ((image_dir, "image"), (label_dir, "label"))
+        if not d.is_dir()
+    ]
     if problems:
         return problems, None
     pairs, no_label, no_image = pair_files(image_dir, label_dir)
     if not pairs and not no_label:
         problems.append(Problem(str(image_dir), "no '*.jpg' image files"))
-    problems += [Problem(str(label_dir / (Path(n).stem + ".png")),
-                         f"label PNG not found for image {image_dir / n}") for n in no_label]
-    problems += [Problem(str(label_dir / n), f"no image '{Path(n).stem}.jpg' in {image_dir} for "
-                                             "this label PNG") for n in no_image]
+    problems += [
+        Problem(
+            str(label_dir / (Path(n).stem + ".png")),
+            f"label PNG not found for image {image_dir / n}",
+        )
+        for n in no_label
+    ]
+    problems += [
+        Problem(
+            str(label_dir / n), f"no image '{Path(n).stem}.jpg' in {image_dir} for this label PNG"
+        )
+        for n in no_image
+    ]
     if not deep or not pairs:
         return problems, None
-    reader = SemanticDataset(image_dir, label_dir, label_offset=label_offset,
-                             num_classes=num_classes, skip_unpaired=True)
+    reader = SemanticDataset(
+        image_dir, label_dir, label_offset=label_offset, num_classes=num_classes, skip_unpaired=True
+    )
     present: set[int] = set()
     for i in range(len(reader)):
         image_path, label_path = reader.image_path(i), reader.label_path(i)
@@ -178,9 +215,14 @@ def check_semantic_split(
         if labels is None:
             continue
         if image is not None and image.shape[:2] != labels.shape:
-            problems.append(Problem(str(label_path), f"label size {labels.shape[1]}x"
-                                    f"{labels.shape[0]} (WxH) differs from the image {image_path} "
-                                    f"({image.shape[1]}x{image.shape[0]})"))
+            problems.append(
+                Problem(
+                    str(label_path),
+                    f"label size {labels.shape[1]}x"
+                    f"{labels.shape[0]} (WxH) differs from the image {image_path} "
+                    f"({image.shape[1]}x{image.shape[0]})",
+                )
+            )
         present.update(int(v) + 1 for v in np.unique(labels) if v != reader.ignore_index)
     return problems, present
 
@@ -191,9 +233,11 @@ def check_semantic_split(
 def split_paths(cfg, split: str) -> tuple[Path, Path, Path]:
     """(JSON, PNG folder, image folder) of a split; semantic data: the PNGs are its label maps."""
     d = cfg.data
-    return (data_path(d.root, getattr(d, f"{split}_json")),
-            data_path(d.root, getattr(d, f"{split}_png_dir")),
-            data_path(d.root, getattr(d, f"{split}_image_dir")))
+    return (
+        data_path(d.root, getattr(d, f"{split}_json")),
+        data_path(d.root, getattr(d, f"{split}_png_dir")),
+        data_path(d.root, getattr(d, f"{split}_image_dir")),
+    )
 
 
 def synthetic_pending(cfg) -> bool:
@@ -210,14 +254,24 @@ def _categories_of(json_path: Path) -> tuple[list[dict], list[dict]] | None:
         return None
     if not isinstance(doc, dict):
         return None
-    cats = [c for c in doc.get("categories", []) or [] if isinstance(c, dict) and is_int(c.get("id"))]
-    anns = [a for a in doc.get("annotations", []) or [] if isinstance(a, dict)
-            and isinstance(a.get("segments_info"), list)] if isinstance(doc.get("annotations"), list) else []
+    cats = [
+        c for c in doc.get("categories", []) or [] if isinstance(c, dict) and is_int(c.get("id"))
+    ]
+    anns = (
+        [
+            a
+            for a in doc.get("annotations", []) or []
+            if isinstance(a, dict) and isinstance(a.get("segments_info"), list)
+        ]
+        if isinstance(doc.get("annotations"), list)
+        else []
+    )
     return (cats if isinstance(doc.get("categories"), list) else []), anns
 
 
-def _order_problems(cfg, categories: list[dict], present: set[int] | None, file: str,
-                    what: str) -> tuple[list[Problem], Any]:
+def _order_problems(
+    cfg, categories: list[dict], present: set[int] | None, file: str, what: str
+) -> tuple[list[Problem], Any]:
     """The scenario of the config over ``categories``: class-order ids that are not categories
     and, when ``present`` (category ids in the training split) is known, steps with no training
     image. Returns (problems, scenario or None)."""
@@ -229,19 +283,31 @@ def _order_problems(cfg, categories: list[dict], present: set[int] | None, file:
     known = {c["id"] for c in categories}
     unknown = [c for c in scenario.order if c not in known]
     if unknown:
-        problems.append(Problem(file, f"class ids {unknown[:20]} of the class order (scenario "
-                                      f"{scenario.name}) are not categories of this {what} (id "
-                                      f"space mismatch?)"))
+        problems.append(
+            Problem(
+                file,
+                f"class ids {unknown[:20]} of the class order (scenario "
+                f"{scenario.name}) are not categories of this {what} (id "
+                f"space mismatch?)",
+            )
+        )
     for t in range(scenario.num_steps if present is not None else 0):
         classes = [c for c in scenario.classes_of_step(t) if c in known]
         if classes and not present.intersection(classes):
-            problems.append(Problem(file, f"step {t} of scenario {scenario.name}: no training "
-                                          f"image contains a (non-crowd) segment of its classes "
-                                          f"{sorted(classes)[:20]}: its training split is empty"))
+            problems.append(
+                Problem(
+                    file,
+                    f"step {t} of scenario {scenario.name}: no training "
+                    f"image contains a (non-crowd) segment of its classes "
+                    f"{sorted(classes)[:20]}: its training split is empty",
+                )
+            )
     return problems, scenario
 
 
-def _scenario_problems(cfg, train_json: Path, val_json: Path, splits: Iterable[str]) -> list[Problem]:
+def _scenario_problems(
+    cfg, train_json: Path, val_json: Path, splits: Iterable[str]
+) -> list[Problem]:
     parsed = _categories_of(train_json)
     if parsed is None:
         return []  # already reported by the dataset check
@@ -249,7 +315,11 @@ def _scenario_problems(cfg, train_json: Path, val_json: Path, splits: Iterable[s
     present: set[int] = set()
     for ann in anns:
         for seg in ann["segments_info"]:
-            if isinstance(seg, dict) and is_int(seg.get("category_id")) and not seg.get("iscrowd", 0):
+            if (
+                isinstance(seg, dict)
+                and is_int(seg.get("category_id"))
+                and not seg.get("iscrowd", 0)
+            ):
                 present.add(seg["category_id"])
     problems, scenario = _order_problems(cfg, cats, present, str(train_json), "JSON")
     if scenario is not None and "val" in splits and val_json != train_json:
@@ -258,9 +328,14 @@ def _scenario_problems(cfg, train_json: Path, val_json: Path, splits: Iterable[s
             vids = {c["id"] for c in vparsed[0]}
             vunknown = [c for c in scenario.order if c not in vids]
             if vunknown:
-                problems.append(Problem(str(val_json), f"class ids {vunknown[:20]} of the class "
-                                        f"order (scenario {scenario.name}) are not categories of "
-                                        f"this JSON"))
+                problems.append(
+                    Problem(
+                        str(val_json),
+                        f"class ids {vunknown[:20]} of the class "
+                        f"order (scenario {scenario.name}) are not categories of "
+                        f"this JSON",
+                    )
+                )
     return problems
 
 
@@ -273,19 +348,25 @@ def _semantic_problems(cfg, *, deep: bool, splits: Sequence[str], scenario: bool
     present = None
     for split in splits:
         _, labels, images = split_paths(cfg, split)
-        found, classes = check_semantic_split(images, labels, deep=deep,
-                                              label_offset=cfg.data.label_offset,
-                                              num_classes=len(cats))
+        found, classes = check_semantic_split(
+            images, labels, deep=deep, label_offset=cfg.data.label_offset, num_classes=len(cats)
+        )
         problems += found
         present = classes if split == "train" else present
     if scenario:
-        problems += _order_problems(cfg, cats, present, str(split_paths(cfg, "train")[1]),
-                                    f"semantic dataset (ids 1..{len(cats)})")[0]
+        problems += _order_problems(
+            cfg,
+            cats,
+            present,
+            str(split_paths(cfg, "train")[1]),
+            f"semantic dataset (ids 1..{len(cats)})",
+        )[0]
     return problems
 
 
-def check_config_data(cfg, *, deep: bool = True, splits: Sequence[str] = ("train", "val"),
-                      scenario: bool = True) -> list[Problem]:
+def check_config_data(
+    cfg, *, deep: bool = True, splits: Sequence[str] = ("train", "val"), scenario: bool = True
+) -> list[Problem]:
     """Every data problem of a config: each split of ``splits`` (:func:`check_dataset` or
     :func:`check_semantic_split`, paths resolved from ``data.root``) and, with ``scenario``, the
     class order / steps against the training split. A synthetic dataset not generated yet is not
@@ -294,20 +375,26 @@ def check_config_data(cfg, *, deep: bool = True, splits: Sequence[str] = ("train
     if cfg.data.dataset == "semantic":
         return _semantic_problems(cfg, deep=deep, splits=splits, scenario=scenario)
     if cfg.data.dataset not in DATASETS:
-        return [Problem("config data.dataset", f"must be one of {', '.join(DATASETS)}, got "
-                                               f"{cfg.data.dataset!r}")]
+        return [
+            Problem(
+                "config data.dataset",
+                f"must be one of {', '.join(DATASETS)}, got {cfg.data.dataset!r}",
+            )
+        ]
     if synthetic_pending(cfg):
         return problems
     for split in splits:
         problems += check_dataset(*split_paths(cfg, split), deep=deep)
     if scenario:
-        problems += _scenario_problems(cfg, split_paths(cfg, "train")[0],
-                                       split_paths(cfg, "val")[0], splits)
+        problems += _scenario_problems(
+            cfg, split_paths(cfg, "train")[0], split_paths(cfg, "val")[0], splits
+        )
     return problems
 
 
-def preflight(cfg, *, splits: Sequence[str] = ("train", "val"), scenario: bool = True,
-              limit: int = 30) -> None:
+def preflight(
+    cfg, *, splits: Sequence[str] = ("train", "val"), scenario: bool = True, limit: int = 30
+) -> None:
     """The cheap check (JSON structure, file existence, scenario), before long work starts. A
     scenario that does not fit the dataset raises a ScenarioError listing the valid forms; data
     problems raise one DataError listing them all (at most ``limit`` lines)."""
@@ -317,9 +404,12 @@ def preflight(cfg, *, splits: Sequence[str] = ("train", "val"), scenario: bool =
         raise ScenarioError(
             f"{bad_scenario[0]}\n(continual.scenario / --scenario: 'B-I' = B base classes then "
             "steps of I, e.g. 9-1 or 100-5; or explicit step sizes summing to the number of "
-            "classes, e.g. 6,3,3 or [100,10,5,20])")
+            "classes, e.g. 6,3,3 or [100,10,5,20])"
+        )
     if problems:
         raise DataError(
-            "the data of this config has " + format_problems(problems, limit)
+            "the data of this config has "
+            + format_problems(problems, limit)
             + f"\n({root_note(cfg.data.root)})"
-            + "\n(run `eclipse-seg check-data CONFIG [key=value ...]` for a full, deep check)")
+            + "\n(run `eclipse-seg check-data CONFIG [key=value ...]` for a full, deep check)"
+        )

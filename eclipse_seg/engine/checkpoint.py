@@ -55,8 +55,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if sidecar.is_file():
         expected = sidecar.read_text().strip()
         if hashlib.sha256(data).hexdigest() != expected:
-            raise CheckpointError(f"checkpoint {path} is corrupt or truncated (checksum mismatch, "
-                                  f"{len(data)} bytes)")
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt or truncated (checksum mismatch, {len(data)} bytes)"
+            )
     try:
         payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
     except Exception as e:

@@ -98,7 +98,9 @@ def maybe_compile(module: torch.nn.Module, enabled: bool):
         except Exception as e:
             if state["fn"] is module:
                 raise
-            log(f"warning: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eager")
+            log(
+                f"warning: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); running eager"
+            )
             state["fn"] = module
             return module(*args, **kwargs)
 

@@ -42,15 +42,18 @@ def claim_output_dir(out: Path, cfg: Config, *, overwrite: bool = False, resume:
         except ValueError:
             pid = 0
         if pid and pid != os.getpid() and _pid_alive(pid):
-            raise TrainingError(f"output directory {out} is in use by another running job (pid {pid}, "
-                                f"lock file {lock}); wait for it or choose another --output")
+            raise TrainingError(
+                f"output directory {out} is in use by another running job (pid {pid}, "
+                f"lock file {lock}); wait for it or choose another --output"
+            )
     saved = out / "config.yaml"
     if saved.exists() and not overwrite:
         old = yaml.safe_load(saved.read_text()) or {}
         if _fingerprint_of(old) != cfg.fingerprint():
             raise TrainingError(
                 f"output directory {out} holds results of a different config ({saved}); use another "
-                f"--output, or --overwrite to add this config's results there (nothing is deleted)")
+                f"--output, or --overwrite to add this config's results there (nothing is deleted)"
+            )
     lock.write_text(str(os.getpid()))
     try:
         save_config(cfg, saved)

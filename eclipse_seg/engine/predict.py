@@ -19,8 +19,13 @@ from eclipse_seg.engine.visualize import save_overlay, write_label_png
 __all__ = ["predict_files"]
 
 
-def predict_files(weights: Path, images: list[Path], out: Path, device: str = "cpu",
-                  predictor: Predictor | None = None) -> list[dict]:
+def predict_files(
+    weights: Path,
+    images: list[Path],
+    out: Path,
+    device: str = "cpu",
+    predictor: Predictor | None = None,
+) -> list[dict]:
     """Predict each image; writes `out/panoptic/<stem>.png`, `out/overlays/<stem>.png`,
     `out/predictions.json` (COCO panoptic: `image_id` = file stem, the checkpoint's categories)
     and, for semantic data, `out/semantic/<stem>.png` (category id per pixel, 0 = none)."""
@@ -34,17 +39,31 @@ def predict_files(weights: Path, images: list[Path], out: Path, device: str = "c
     annotations, images_json = [], []
     for path, rgb in zip(paths, pictures):
         pred = predictor([rgb])[0]
-        segments = [{k: s[k] for k in ("id", "category_id", "isthing", "score")}
-                    for s in pred.segments]
+        segments = [
+            {k: s[k] for k in ("id", "category_id", "isthing", "score")} for s in pred.segments
+        ]
         write_panoptic_png(out / "panoptic" / f"{path.stem}.png", pred.panoptic)
         if semantic:
             write_label_png(out / "semantic" / f"{path.stem}.png", pred.semantic)
-        save_overlay(rgb, pred.panoptic, segments, names, colors, out / "overlays" / f"{path.stem}.png")
-        images_json.append({"id": path.stem, "file_name": path.name, "height": rgb.shape[0],
-                            "width": rgb.shape[1]})
-        annotations.append({"image_id": path.stem, "file_name": f"{path.stem}.png",
-                            "image": str(path), "segments_info": segments})
-    doc = {"images": images_json, "annotations": annotations, "categories": categories,
-           "step": predictor.step}
+        save_overlay(
+            rgb, pred.panoptic, segments, names, colors, out / "overlays" / f"{path.stem}.png"
+        )
+        images_json.append(
+            {"id": path.stem, "file_name": path.name, "height": rgb.shape[0], "width": rgb.shape[1]}
+        )
+        annotations.append(
+            {
+                "image_id": path.stem,
+                "file_name": f"{path.stem}.png",
+                "image": str(path),
+                "segments_info": segments,
+            }
+        )
+    doc = {
+        "images": images_json,
+        "annotations": annotations,
+        "categories": categories,
+        "step": predictor.step,
+    }
     atomic_write_bytes(out / "predictions.json", json.dumps(doc, indent=1).encode())
     return annotations

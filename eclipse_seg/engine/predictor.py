@@ -55,9 +55,16 @@ class Predictor:
     color), for names and colours only; ``model_kind``: "semantic" when the model was trained on
     semantic data (its outputs are also written as label maps)."""
 
-    def __init__(self, model: Mask2Former, scenario: Scenario, test: TestConfig | None = None,
-                 categories: list[dict] | None = None, *, step: int | None = None,
-                 model_kind: str = "panoptic"):
+    def __init__(
+        self,
+        model: Mask2Former,
+        scenario: Scenario,
+        test: TestConfig | None = None,
+        categories: list[dict] | None = None,
+        *,
+        step: int | None = None,
+        model_kind: str = "panoptic",
+    ):
         self.model = model
         self.scenario = scenario
         self.test = test or TestConfig()
@@ -72,8 +79,9 @@ class Predictor:
     @classmethod
     def from_run(cls, run: Run) -> Predictor:
         kind = "semantic" if run.cfg.data.dataset == "semantic" else "panoptic"
-        return cls(run.model, run.scenario, run.cfg.test, run.categories, step=run.step,
-                   model_kind=kind)
+        return cls(
+            run.model, run.scenario, run.cfg.test, run.categories, step=run.step, model_kind=kind
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
@@ -86,9 +94,20 @@ class Predictor:
         return [self._convert(p) for p in preds]
 
     def _convert(self, pred: dict) -> Prediction:
-        segments = [{"id": s["id"], "category_id": self.scenario.category_of(s["label"]),
-                     "label": s["label"], "isthing": int(s["isthing"]), "score": round(s["score"], 4)}
-                    for s in pred["segments_info"]]
+        segments = [
+            {
+                "id": s["id"],
+                "category_id": self.scenario.category_of(s["label"]),
+                "label": s["label"],
+                "isthing": int(s["isthing"]),
+                "score": round(s["score"], 4),
+            }
+            for s in pred["segments_info"]
+        ]
         labels = pred["sem_seg"].cpu().numpy().astype(np.int64)
-        return Prediction(pred["panoptic_seg"].cpu().numpy().astype(np.int64), segments, labels,
-                          self.label_to_category)
+        return Prediction(
+            pred["panoptic_seg"].cpu().numpy().astype(np.int64),
+            segments,
+            labels,
+            self.label_to_category,
+        )

@@ -17,8 +17,14 @@ from eclipse_seg.data.files import atomic_write_bytes
 from eclipse_seg.errors import ConfigError
 from eclipse_seg.scenarios import Scenario, step_class_groups
 
-__all__ = ["format_results_table", "joint_rows", "plot_results", "read_results", "step_result",
-           "write_results"]
+__all__ = [
+    "format_results_table",
+    "joint_rows",
+    "plot_results",
+    "read_results",
+    "step_result",
+    "write_results",
+]
 
 
 def step_result(summary: dict, step: int, scenario: Scenario) -> dict:
@@ -31,12 +37,17 @@ def step_result(summary: dict, step: int, scenario: Scenario) -> dict:
         return round(100 * g[name][metric], 3) if g.get(name, {}).get("n") else None
 
     seen = set(scenario.seen_classes(step))
-    row = {"step": step, f"{metric}_old": pts("old") if step > 0 else None,
-           f"{metric}_new": pts("new"), f"{metric}_all": pts("all")}
+    row = {
+        "step": step,
+        f"{metric}_old": pts("old") if step > 0 else None,
+        f"{metric}_new": pts("new"),
+        f"{metric}_all": pts("all"),
+    }
     if metric == "pq":
         row.update(pq_things=pts("things"), pq_stuff=pts("stuff"))
-    row["per_class"] = {k: _class_points(v, metric) for k, v in summary["per_class"].items()
-                        if int(k) in seen}
+    row["per_class"] = {
+        k: _class_points(v, metric) for k, v in summary["per_class"].items() if int(k) in seen
+    }
     return row
 
 
@@ -62,10 +73,13 @@ def joint_rows(summary: dict, scenario: Scenario, thing_ids: set[int]) -> list[d
     for t in range(scenario.num_steps):
         groups = {}
         for name, ids in step_class_groups(scenario, t, thing_ids).items():
-            vals = [v for v in (_class_value(per_class[str(c)], metric) for c in ids) if v is not None]
+            vals = [
+                v for v in (_class_value(per_class[str(c)], metric) for c in ids) if v is not None
+            ]
             groups[name] = {metric: sum(vals) / len(vals) if vals else 0.0, "n": len(vals)}
-        rows.append(step_result({"metric": metric, "groups": groups, "per_class": per_class}, t,
-                                scenario))
+        rows.append(
+            step_result({"metric": metric, "groups": groups, "per_class": per_class}, t, scenario)
+        )
     return rows
 
 
@@ -75,13 +89,22 @@ def read_results(path: Path, scenario: Scenario) -> dict:
         try:
             results = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON ({e}); move it away to start afresh") from e
+            raise ConfigError(
+                f"{path} is not valid JSON ({e}); move it away to start afresh"
+            ) from e
         if results.get("classes_per_step") != list(scenario.steps):
-            raise ConfigError(f"{path} holds results of another scenario "
-                              f"({results.get('scenario')}); use another output directory")
+            raise ConfigError(
+                f"{path} holds results of another scenario "
+                f"({results.get('scenario')}); use another output directory"
+            )
         return results
-    return {"scenario": scenario.name, "classes_per_step": list(scenario.steps),
-            "class_order": list(scenario.order), "methods": {}, "total_seconds": 0.0}
+    return {
+        "scenario": scenario.name,
+        "classes_per_step": list(scenario.steps),
+        "class_order": list(scenario.order),
+        "methods": {},
+        "total_seconds": 0.0,
+    }
 
 
 def write_results(path: Path, results: dict) -> None:
@@ -101,9 +124,12 @@ def format_results_table(results: dict) -> str:
     key, name = _metric(results)
     extra = (("pq_things", "pq_stuff") if key == "pq" else ()) + (f"{key}_avg", "forgetting_mean")
     heads = [f"{name} old", f"{name} new", f"{name} all"] + [
-        {"forgetting_mean": "forget"}.get(k, k.split("_")[-1]) for k in extra]
-    lines = [f"scenario {results['scenario']}  classes per step {results['classes_per_step']}",
-             f"{'method':<10} {'step':>4} " + "".join(f"{h:>8} " for h in heads) + f"{'trainable':>12}"]
+        {"forgetting_mean": "forget"}.get(k, k.split("_")[-1]) for k in extra
+    ]
+    lines = [
+        f"scenario {results['scenario']}  classes per step {results['classes_per_step']}",
+        f"{'method':<10} {'step':>4} " + "".join(f"{h:>8} " for h in heads) + f"{'trainable':>12}",
+    ]
 
     def f(v):
         return f"{v:8.2f}" if isinstance(v, (int, float)) else f"{'-':>8}"
@@ -113,9 +139,14 @@ def format_results_table(results: dict) -> str:
             tp = e.get("trainable_params")
             total = e.get("total_params")
             share = f"{tp:,} ({100 * tp / total:.1f}%)" if tp and total else "-"
-            values = [e.get(f"{key}_{g}") for g in ("old", "new", "all")] + [e.get(k) for k in extra]
-            lines.append(f"{method:<10} {e['step']:>4} " + "".join(f"{f(v)} " for v in values)
-                         + f"{share:>12}")
+            values = [e.get(f"{key}_{g}") for g in ("old", "new", "all")] + [
+                e.get(k) for k in extra
+            ]
+            lines.append(
+                f"{method:<10} {e['step']:>4} "
+                + "".join(f"{f(v)} " for v in values)
+                + f"{share:>12}"
+            )
     return "\n".join(lines)
 
 
@@ -131,8 +162,9 @@ def plot_results(results: dict, path: Path) -> None:
     key, name = _metric(results)
     methods = {m: e["steps"] for m, e in results["methods"].items() if e["steps"]}
     has_old = any(e.get(f"{key}_old") is not None for rows in methods.values() for e in rows)
-    fig, axes = plt.subplots(1, 2 if has_old else 1, figsize=(10 if has_old else 5.5, 4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if has_old else 1, figsize=(10 if has_old else 5.5, 4), squeeze=False
+    )
     axes = axes[0]
     for method, rows in methods.items():
         points = [(e["step"], e.get(f"{key}_all")) for e in rows if e.get(f"{key}_all") is not None]

@@ -53,8 +53,14 @@ class RunInputs:
         return thing_ids_of(self.train.categories)
 
 
-def prepare_run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
-                evaluate: bool = True, init_from: Path | None = None) -> RunInputs:
+def prepare_run(
+    cfg: Config,
+    method: str = "eclipse",
+    steps: list[int] | None = None,
+    *,
+    evaluate: bool = True,
+    init_from: Path | None = None,
+) -> RunInputs:
     """Check the method, step 0's backbone weight file, the data (cheap preflight) and the
     scenario and its steps; raises before any output is written."""
     if method not in METHODS:
@@ -66,14 +72,25 @@ def prepare_run(cfg: Config, method: str = "eclipse", steps: list[int] | None = 
     all_steps = [0] if method == "joint" else list(range(scenario.num_steps))
     for s in steps or []:
         if s not in all_steps:
-            raise ConfigError(f"step {s} does not exist for method {method} in scenario "
-                              f"{scenario.name} (steps 0..{all_steps[-1]})")
+            raise ConfigError(
+                f"step {s} does not exist for method {method} in scenario "
+                f"{scenario.name} (steps 0..{all_steps[-1]})"
+            )
     return RunInputs(train_ds, val_ds, scenario, all_steps if steps is None else list(steps))
 
 
-def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *, resume: bool = True,
-        progress: bool = True, init_from: Path | None = None, results_path: Path | None = None,
-        evaluate: bool = True, inputs: RunInputs | None = None) -> dict:
+def run(
+    cfg: Config,
+    method: str = "eclipse",
+    steps: list[int] | None = None,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    init_from: Path | None = None,
+    results_path: Path | None = None,
+    evaluate: bool = True,
+    inputs: RunInputs | None = None,
+) -> dict:
     """Run `steps` (default: all) of the scenario with `method`; returns the results dict.
 
     `init_from`: a step-0 final checkpoint to start from instead of training step 0 (the demo
@@ -101,25 +118,42 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
         if model is None:
             model = _model_before_step(cfg, scenario, method, step, thing_ids, out)
         if step > 0:
-            grow_for_step(model, scenario.classes_of_step(step), thing_ids, method,
-                          cfg.continual.num_prompts)
+            grow_for_step(
+                model, scenario.classes_of_step(step), thing_ids, method, cfg.continual.num_prompts
+            )
         model.to(device)
         plan = plan_step(cfg, scenario, step, method)
-        pretrained = (load_step0_weights(model, cfg)  # ImageNet weights; their SHA-256 in the manifest
-                      if step == 0 and init_from is None and not final.exists() else {})
-        manifest = {**manifest_for(cfg, scenario, step, method, model, train_ds.categories),
-                    **pretrained}
+        pretrained = (
+            load_step0_weights(model, cfg)  # ImageNet weights; their SHA-256 in the manifest
+            if step == 0 and init_from is None and not final.exists()
+            else {}
+        )
+        manifest = {
+            **manifest_for(cfg, scenario, step, method, model, train_ds.categories),
+            **pretrained,
+        }
         if final.exists():  # trained before, not yet evaluated: reuse the weights
             payload = load_checkpoint(final)
             load_state(model, payload["model"], final)
-            stats = {"train_seconds": payload.get("train_seconds", 0.0),
-                     "trainable_params": payload["manifest"].get("trainable_params", 0)}
+            stats = {
+                "train_seconds": payload.get("train_seconds", 0.0),
+                "trainable_params": payload["manifest"].get("trainable_params", 0),
+            }
         elif step == 0 and init_from is not None:
             stats = _adopt_base(model, init_from, final, manifest)
         else:
-            stats = train_step(model, cfg, scenario, plan, train_ds, step_dir, manifest,
-                               resume=resume, progress=progress,
-                               evaluate_fn=_periodic_evaluation(model, val_ds, scenario, step, cfg))
+            stats = train_step(
+                model,
+                cfg,
+                scenario,
+                plan,
+                train_ds,
+                step_dir,
+                manifest,
+                resume=resume,
+                progress=progress,
+                evaluate_fn=_periodic_evaluation(model, val_ds, scenario, step, cfg),
+            )
         set_deltas(model, cfg.continual.deltas)
         if not evaluate:
             continue
@@ -137,28 +171,47 @@ def run(cfg: Config, method: str = "eclipse", steps: list[int] | None = None, *,
             entry["steps"] = [e for e in entry["steps"] if e["step"] != row["step"]] + [row]
         entry["steps"].sort(key=lambda e: e["step"])
         add_continual_metrics(entry["steps"])
-        results["total_seconds"] = round(results.get("total_seconds", 0.0) + time.perf_counter() - t_start, 2)
+        results["total_seconds"] = round(
+            results.get("total_seconds", 0.0) + time.perf_counter() - t_start, 2
+        )
         t_start = time.perf_counter()
         write_results(results_path, results)
     return results
 
 
-def evaluate_step(model: Mask2Former, cfg: Config, val_ds: Dataset, scenario: Scenario, step: int,
-                  *, progress: bool = True, predictions_dir: Path | None = None) -> dict:
+def evaluate_step(
+    model: Mask2Former,
+    cfg: Config,
+    val_ds: Dataset,
+    scenario: Scenario,
+    step: int,
+    *,
+    progress: bool = True,
+    predictions_dir: Path | None = None,
+) -> dict:
     """`evaluate_model` of `model` with the config's test settings."""
-    return evaluate_model(Predictor(model, scenario, cfg.test, val_ds.categories), val_ds, step,
-                          max_images=cfg.data.max_val_images, progress=progress,
-                          predictions_dir=predictions_dir)
+    return evaluate_model(
+        Predictor(model, scenario, cfg.test, val_ds.categories),
+        val_ds,
+        step,
+        max_images=cfg.data.max_val_images,
+        progress=progress,
+        predictions_dir=predictions_dir,
+    )
 
 
 def _periodic_evaluation(model, val_ds, scenario, step, cfg):
     """PQ (or mIoU) old / new / all of the model being trained (for `solver.eval_period`)."""
+
     def evaluate() -> dict:
         summary = evaluate_step(model, cfg, val_ds, scenario, step, progress=False)
         if not summary:
             return {}
         row = step_result(summary, step, scenario)
-        return {k: v for k, v in row.items() if k.endswith(("_old", "_new", "_all")) and v is not None}
+        return {
+            k: v for k, v in row.items() if k.endswith(("_old", "_new", "_all")) and v is not None
+        }
+
     return evaluate
 
 
@@ -168,7 +221,9 @@ def _model_before_step(cfg, scenario, method, step, thing_ids, out) -> Mask2Form
         return build_model(cfg, scenario, method, 0, thing_ids)
     prev = out / method / f"step_{step - 1}" / "final.pt"
     if not prev.exists():
-        raise CheckpointError(f"step {step} of {method} needs step {step - 1} first: {prev} not found")
+        raise CheckpointError(
+            f"step {step} of {method} needs step {step - 1} first: {prev} not found"
+        )
     model = build_model(cfg, scenario, method, step - 1, thing_ids)
     load_state(model, load_checkpoint(prev)["model"], prev)
     return model
@@ -179,8 +234,17 @@ def _adopt_base(model: Mask2Former, init_from: Path, final: Path, manifest: dict
     payload = load_checkpoint(init_from)
     load_state(model, payload["model"], init_from)
     seconds = payload.get("train_seconds", 0.0)
-    save_checkpoint(final, {"model": model.state_dict(),
-                            "manifest": {**manifest, "iteration": payload["manifest"].get("iteration"),
-                                         "complete": True, "initialised_from": str(init_from)},
-                            "train_seconds": seconds})
+    save_checkpoint(
+        final,
+        {
+            "model": model.state_dict(),
+            "manifest": {
+                **manifest,
+                "iteration": payload["manifest"].get("iteration"),
+                "complete": True,
+                "initialised_from": str(init_from),
+            },
+            "train_seconds": seconds,
+        },
+    )
     return {"train_seconds": seconds, "trainable_params": count_parameters(model)}

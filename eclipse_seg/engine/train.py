@@ -61,20 +61,43 @@ class StepPlan:
 
 def plan_step(cfg: Config, scenario: Scenario, step: int, method: str) -> StepPlan:
     if method == "joint":
-        return StepPlan(step, method, tuple(scenario.order),
-                        cfg.continual.joint_iterations or cfg.solver.iterations, cfg.solver.lr,
-                        cfg.solver.batch_size, cfg.loss.class_weight, False)
+        return StepPlan(
+            step,
+            method,
+            tuple(scenario.order),
+            cfg.continual.joint_iterations or cfg.solver.iterations,
+            cfg.solver.lr,
+            cfg.solver.batch_size,
+            cfg.loss.class_weight,
+            False,
+        )
     if step == 0:
-        return StepPlan(step, method, scenario.classes_of_step(0), cfg.solver.iterations,
-                        cfg.solver.lr, cfg.solver.batch_size, cfg.loss.class_weight, False)
+        return StepPlan(
+            step,
+            method,
+            scenario.classes_of_step(0),
+            cfg.solver.iterations,
+            cfg.solver.lr,
+            cfg.solver.batch_size,
+            cfg.loss.class_weight,
+            False,
+        )
     c = cfg.continual
     bs = c.batch_size or cfg.solver.batch_size
     if method == "finetune":
-        return StepPlan(step, method, scenario.classes_of_step(step),
-                        c.finetune_iterations or c.iterations, cfg.solver.lr, bs,
-                        cfg.loss.class_weight, False)
-    return StepPlan(step, method, scenario.classes_of_step(step), c.iterations, c.lr, bs,
-                    c.class_weight, True)
+        return StepPlan(
+            step,
+            method,
+            scenario.classes_of_step(step),
+            c.finetune_iterations or c.iterations,
+            cfg.solver.lr,
+            bs,
+            cfg.loss.class_weight,
+            False,
+        )
+    return StepPlan(
+        step, method, scenario.classes_of_step(step), c.iterations, c.lr, bs, c.class_weight, True
+    )
 
 
 def set_trainable(model: Mask2Former, plan: StepPlan, cfg: Config) -> list[torch.nn.Parameter]:
@@ -98,7 +121,9 @@ class StepData:
     """Overlap-mode training data of a step: the images with a class of the step, the targets keeping
     only the step's classes (others are neither supervised nor background)."""
 
-    def __init__(self, dataset: CocoPanopticDataset, scenario: Scenario, plan: StepPlan, cfg: Config):
+    def __init__(
+        self, dataset: CocoPanopticDataset, scenario: Scenario, plan: StepPlan, cfg: Config
+    ):
         self.dataset, self.scenario, self.cfg = dataset, scenario, cfg
         self.classes = set(plan.classes)
         if plan.method == "joint":
@@ -106,73 +131,113 @@ class StepData:
         else:
             self.indices = step_training_indices(dataset, scenario, plan.step)
         if not self.indices:
-            raise TrainingError(f"step {plan.step}: no training image contains a class of this step "
-                                f"({sorted(self.classes)}); check the dataset and the scenario")
+            raise TrainingError(
+                f"step {plan.step}: no training image contains a class of this step "
+                f"({sorted(self.classes)}); check the dataset and the scenario"
+            )
         d = cfg.data
         # an official pipeline (data.pipeline): its own sample production, aspect-grouped batches
-        self.pipeline = None if d.pipeline == "synthetic" else TrainingPipeline(
-            pipeline_spec(d.pipeline, short_sides=d.train_short_sides, max_size=d.train_max_size,
-                          crop_size=d.train_crop_size, flip=d.flip), dataset)
+        self.pipeline = (
+            None
+            if d.pipeline == "synthetic"
+            else TrainingPipeline(
+                pipeline_spec(
+                    d.pipeline,
+                    short_sides=d.train_short_sides,
+                    max_size=d.train_max_size,
+                    crop_size=d.train_crop_size,
+                    flip=d.flip,
+                ),
+                dataset,
+            )
+        )
         self._grouped: dict[tuple, AspectRatioGroupedBatches] = {}
         self.iterations = plan.iterations
         self._prefetch: Prefetcher | None = None
-        self.last_records: list[tuple[int, AugmentRecord]] = []  # (dataset index, record) per sample
+        self.last_records: list[
+            tuple[int, AugmentRecord]
+        ] = []  # (dataset index, record) per sample
 
     def sample_index(self, seed: int, step: int, position: int) -> int:
         return self.indices[int(stream_offsets(seed, step, [position], len(self.indices))[0])]
 
-    def batch(self, seed: int, step: int, iteration: int, batch_size: int, rank: int = 0,
-              world: int = 1) -> tuple[list[torch.Tensor], list[Target]]:
+    def batch(
+        self, seed: int, step: int, iteration: int, batch_size: int, rank: int = 0, world: int = 1
+    ) -> tuple[list[torch.Tensor], list[Target]]:
         if self.pipeline is not None:
             return self._pipeline_batch(seed, step, iteration, batch_size, rank, world)
         d = self.cfg.data
         images, targets = [], []
         for j in range(batch_size):
             position = (iteration * world + rank) * batch_size + j
-            sample = restrict_to_classes(self.dataset[self.sample_index(seed, step, position)],
-                                         self.classes)
+            sample = restrict_to_classes(
+                self.dataset[self.sample_index(seed, step, position)], self.classes
+            )
             rng = np.random.default_rng([seed, step, iteration, rank, j])
             keep_crowd = ~sample.iscrowd
             masks = sample.masks[keep_crowd]
-            labels = torch.tensor([self.scenario.label_of(int(c)) for c in sample.category_ids[keep_crowd]],
-                                  dtype=torch.int64)
-            img, masks, kept = augment(sample.image, masks, rng, base_size=d.base_size,
-                                       min_scale=d.min_scale, max_scale=d.max_scale,
-                                       crop_size=d.crop_size, flip=d.flip, color_jitter=d.color_jitter)
+            labels = torch.tensor(
+                [self.scenario.label_of(int(c)) for c in sample.category_ids[keep_crowd]],
+                dtype=torch.int64,
+            )
+            img, masks, kept = augment(
+                sample.image,
+                masks,
+                rng,
+                base_size=d.base_size,
+                min_scale=d.min_scale,
+                max_scale=d.max_scale,
+                crop_size=d.crop_size,
+                flip=d.flip,
+                color_jitter=d.color_jitter,
+            )
             images.append(img)
             targets.append(Target(labels[kept], masks))
         return images, pad_targets(images, targets)
 
-    def _pipeline_batch(self, seed: int, step: int, iteration: int, batch_size: int, rank: int,
-                        world: int) -> tuple[list[torch.Tensor], list[Target]]:
+    def _pipeline_batch(
+        self, seed: int, step: int, iteration: int, batch_size: int, rank: int, world: int
+    ) -> tuple[list[torch.Tensor], list[Target]]:
         key = (seed, step, batch_size, rank, world)
         if key not in self._grouped:
-            self._grouped[key] = AspectRatioGroupedBatches(self.pipeline.landscape(self.indices),
-                                                           seed, step, batch_size, rank, world)
+            self._grouped[key] = AspectRatioGroupedBatches(
+                self.pipeline.landscape(self.indices), seed, step, batch_size, rank, world
+            )
         if self._prefetch is None:  # samples made by threads, the next batch while this one trains
             self._prefetch = Prefetcher(default_workers(world))
 
         def jobs(it: int) -> list:
-            return [partial(self._pipeline_sample, seed, step, it, rank, j, int(p))
-                    for j, p in enumerate(self._grouped[key].positions(it))]
+            return [
+                partial(self._pipeline_sample, seed, step, it, rank, j, int(p))
+                for j, p in enumerate(self._grouped[key].positions(it))
+            ]
 
-        ahead = (key + (iteration + 1,), jobs(iteration + 1)) if iteration + 1 < self.iterations else None
+        ahead = (
+            (key + (iteration + 1,), jobs(iteration + 1))
+            if iteration + 1 < self.iterations
+            else None
+        )
         images, targets, self.last_records = [], [], []
         for index, sample in self._prefetch.run(key + (iteration,), jobs(iteration), ahead):
             keep = torch.isin(sample.category_ids, torch.tensor(sorted(self.classes)))
-            labels = torch.tensor([self.scenario.label_of(int(c)) for c in sample.category_ids[keep]],
-                                  dtype=torch.int64)
+            labels = torch.tensor(
+                [self.scenario.label_of(int(c)) for c in sample.category_ids[keep]],
+                dtype=torch.int64,
+            )
             images.append(sample.image)
             targets.append(Target(labels, sample.masks[keep]))
             self.last_records.append((index, sample.record))
         return images, pad_targets(images, targets)
 
-    def _pipeline_sample(self, seed: int, step: int, iteration: int, rank: int, j: int,
-                         position: int) -> tuple[int, TrainingSample]:
+    def _pipeline_sample(
+        self, seed: int, step: int, iteration: int, rank: int, j: int, position: int
+    ) -> tuple[int, TrainingSample]:
         """Sample j of a batch: its image from the stream, its draws seeded by (seed, step,
         iteration, rank, j)."""
         index = self.sample_index(seed, step, position)
-        return index, self.pipeline.sample(index, np.random.default_rng([seed, step, iteration, rank, j]))
+        return index, self.pipeline.sample(
+            index, np.random.default_rng([seed, step, iteration, rank, j])
+        )
 
 
 def pad_targets(images: list[torch.Tensor], targets: list[Target]) -> list[Target]:
@@ -206,7 +271,9 @@ def autocast_context(cfg: Config, device: torch.device):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def frozen_trunk_features(model: Mask2Former, batch: torch.Tensor, cfg: Config) -> PixelDecoderOutput:
+def frozen_trunk_features(
+    model: Mask2Former, batch: torch.Tensor, cfg: Config
+) -> PixelDecoderOutput:
     """The frozen trunk's output at a prompt-tuning step: no autograd graph, and the precision of
     `continual.trunk_amp` ("auto": the surrounding autocast of solver.amp; "off": float32; "bf16" /
     "fp16": the backbone under that autocast, on CPU too - the pixel decoder always computes in
@@ -270,10 +337,20 @@ def latest_good_checkpoint(step_dir: Path) -> tuple[dict | None, Path | None, li
     return None, None, problems
 
 
-def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPlan,
-               dataset: CocoPanopticDataset, step_dir: Path, manifest: dict, *, resume: bool = True,
-               progress: bool = True, max_iterations: int | None = None,
-               evaluate_fn: Callable[[], dict] | None = None) -> dict:
+def train_step(
+    model: Mask2Former,
+    cfg: Config,
+    scenario: Scenario,
+    plan: StepPlan,
+    dataset: CocoPanopticDataset,
+    step_dir: Path,
+    manifest: dict,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    max_iterations: int | None = None,
+    evaluate_fn: Callable[[], dict] | None = None,
+) -> dict:
     """Train `model` (already grown for this step) in place; returns training statistics.
 
     `manifest`: what the checkpoints record (scenario, step, groups, method, config hash).
@@ -308,23 +385,37 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
     log_path = step_dir / "log.jsonl"
     rank, world = dist.rank(), dist.world_size()
     board = _tensorboard(step_dir) if rank == 0 else None
-    bar = tqdm(total=plan.iterations, initial=start_iter, desc=f"step {plan.step} [{plan.method}]",
-               disable=not progress or rank != 0, dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=plan.iterations,
+        initial=start_iter,
+        desc=f"step {plan.step} [{plan.method}]",
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+        leave=False,
+    )
     last_ckpt = None
     train_keeping_frozen_in_eval(model)  # frozen parts run as at inference (no BN statistic drift)
     t0 = time.perf_counter()
     it = start_iter
-    stop_at = plan.iterations if max_iterations is None else min(plan.iterations, start_iter + max_iterations)
+    stop_at = (
+        plan.iterations
+        if max_iterations is None
+        else min(plan.iterations, start_iter + max_iterations)
+    )
 
     def checkpoint(iteration: int) -> Path | None:
         if rank != 0:
             return None
-        return _rotate_and_save(step_dir, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "grad_scaler": scaler.state_dict(),
-            "manifest": {**manifest, "iteration": iteration, "complete": False},
-            "train_seconds": elapsed + time.perf_counter() - t0,
-        })
+        return _rotate_and_save(
+            step_dir,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "grad_scaler": scaler.state_dict(),
+                "manifest": {**manifest, "iteration": iteration, "complete": False},
+                "train_seconds": elapsed + time.perf_counter() - t0,
+            },
+        )
 
     with _StopRequest() as stop:
         while it < stop_at:
@@ -338,8 +429,12 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
                 batch = model.preprocess(images)
                 if plan.prompt_tuning:
                     trunk = frozen_trunk_features(model, batch, cfg)
-                    out = decoder(trunk.multi_scale_features, trunk.mask_features,
-                                  groups=(plan.step,), aux="first")
+                    out = decoder(
+                        trunk.multi_scale_features,
+                        trunk.mask_features,
+                        groups=(plan.step,),
+                        aux="first",
+                    )
                 else:
                     groups = (0,)
                     out = forward(batch, groups=groups, aux="all")
@@ -350,7 +445,8 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
                     f"step {plan.step}, iteration {it}: non-finite loss {loss.item()} "
                     f"(loss_ce={terms['loss_ce']}, loss_mask={terms['loss_mask']}, "
                     f"loss_dice={terms['loss_dice']}); last good "
-                    f"checkpoint: {last_ckpt or 'none written yet'}")
+                    f"checkpoint: {last_ckpt or 'none written yet'}"
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if plan.prompt_tuning:
@@ -365,18 +461,32 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
             if it % cfg.solver.log_period == 0 or it == plan.iterations:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if rank == 0:
-                    record = {"iteration": it, "loss": loss.item(),
-                              "lr": optimizer.param_groups[0]["lr"], **terms}
+                    record = {
+                        "iteration": it,
+                        "loss": loss.item(),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **terms,
+                    }
                     _log(log_path, board, record)
                     if not progress:  # no bar: one line per log period instead
-                        dist.log(f"step {plan.step} [{plan.method}] iteration {it}/{plan.iterations}"
-                                 f"  loss {record['loss']:.4f}  lr {record['lr']:.3g}")
-            if (evaluate_fn is not None and cfg.solver.eval_period > 0
-                    and it % cfg.solver.eval_period == 0 and it < plan.iterations):
+                        dist.log(
+                            f"step {plan.step} [{plan.method}] iteration {it}/{plan.iterations}"
+                            f"  loss {record['loss']:.4f}  lr {record['lr']:.3g}"
+                        )
+            if (
+                evaluate_fn is not None
+                and cfg.solver.eval_period > 0
+                and it % cfg.solver.eval_period == 0
+                and it < plan.iterations
+            ):
                 result = evaluate_fn()
                 train_keeping_frozen_in_eval(model)
                 if rank == 0:
-                    _log(log_path, board, {"iteration": it, **{f"eval/{k}": v for k, v in result.items()}})
+                    _log(
+                        log_path,
+                        board,
+                        {"iteration": it, **{f"eval/{k}": v for k, v in result.items()}},
+                    )
             if stop.signal is not None:
                 checkpoint(it)
                 raise KeyboardInterrupt(f"signal {stop.signal}: checkpoint saved at iteration {it}")
@@ -387,14 +497,26 @@ def train_step(model: Mask2Former, cfg: Config, scenario: Scenario, plan: StepPl
         board.close()
     seconds = elapsed + time.perf_counter() - t0
     if it >= plan.iterations and rank == 0:
-        save_checkpoint(step_dir / "final.pt", {
-            "model": model.state_dict(),
-            "manifest": {**manifest, "iteration": it, "complete": True,
-                         "trainable_params": sum(p.numel() for p in params)},
-            "train_seconds": seconds})
+        save_checkpoint(
+            step_dir / "final.pt",
+            {
+                "model": model.state_dict(),
+                "manifest": {
+                    **manifest,
+                    "iteration": it,
+                    "complete": True,
+                    "trainable_params": sum(p.numel() for p in params),
+                },
+                "train_seconds": seconds,
+            },
+        )
     dist.barrier()
-    return {"iterations": it, "train_seconds": seconds, "complete": it >= plan.iterations,
-            "trainable_params": sum(p.numel() for p in params)}
+    return {
+        "iterations": it,
+        "train_seconds": seconds,
+        "complete": it >= plan.iterations,
+        "trainable_params": sum(p.numel() for p in params),
+    }
 
 
 def _tensorboard(step_dir: Path):
@@ -421,4 +543,5 @@ def _check_manifest(found: dict, expected: dict, path: Path) -> None:
         if found.get(key) != expected.get(key):
             raise CheckpointError(
                 f"{path} belongs to another run: its {key} is {found.get(key)!r}, this run's is "
-                f"{expected.get(key)!r}. Use another output directory or --overwrite.")
+                f"{expected.get(key)!r}. Use another output directory or --overwrite."
+            )

@@ -34,9 +34,16 @@ def instance_colour(base: tuple[int, int, int] | list[int], k: int) -> tuple[int
     return tuple(int(round(255 * c)) for c in colorsys.hls_to_rgb(h, light, s))
 
 
-def render_overlay(image: np.ndarray, panoptic: np.ndarray, segments: list[dict],
-                   names: dict[int, str], colors: dict[int, list[int]], *, title: str = "",
-                   min_side: int = 256) -> Image.Image:
+def render_overlay(
+    image: np.ndarray,
+    panoptic: np.ndarray,
+    segments: list[dict],
+    names: dict[int, str],
+    colors: dict[int, list[int]],
+    *,
+    title: str = "",
+    min_side: int = 256,
+) -> Image.Image:
     """The image with each segment blended in its colour (instances of one class in shades of the
     class colour) and its category name, kept inside the picture; a note when nothing is shown."""
     overlay = image.astype(np.float32).copy()
@@ -48,15 +55,19 @@ def render_overlay(image: np.ndarray, panoptic: np.ndarray, segments: list[dict]
             continue
         k = seen.get(s["category_id"], 0)
         seen[s["category_id"]] = k + 1
-        colour = np.array(instance_colour(colors.get(s["category_id"], _FALLBACK),
-                                          k if s.get("isthing") else 0), np.float32)
+        colour = np.array(
+            instance_colour(colors.get(s["category_id"], _FALLBACK), k if s.get("isthing") else 0),
+            np.float32,
+        )
         overlay[m] = 0.45 * overlay[m] + 0.55 * colour
         ys, xs = np.nonzero(m)
-        items.append((float(xs.mean()), float(ys.mean()), names.get(s["category_id"],
-                                                                    str(s["category_id"]))))
+        items.append(
+            (float(xs.mean()), float(ys.mean()), names.get(s["category_id"], str(s["category_id"])))
+        )
     scale = max(1, -(-min_side // max(image.shape[:2])))
     pic = Image.fromarray(overlay.astype(np.uint8)).resize(
-        (image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
+        (image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST
+    )
     draw = ImageDraw.Draw(pic)
     for x, y, text in items:
         _label(draw, pic.size, x * scale, y * scale, text)
@@ -73,12 +84,19 @@ def _label(draw: ImageDraw.ImageDraw, size: tuple[int, int], x: float, y: float,
     w, h = right - left, bottom - top
     x0 = min(max(1, x - w / 2), size[0] - w - 1)
     y0 = min(max(1, y - h / 2), size[1] - h - 1)
-    draw.text((x0 - left, y0 - top), text, fill=(255, 255, 255), stroke_width=1,
-              stroke_fill=(0, 0, 0))
+    draw.text(
+        (x0 - left, y0 - top), text, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0)
+    )
 
 
-def save_overlay(image: np.ndarray, panoptic: np.ndarray, segments: list[dict],
-                 names: dict[int, str], colors: dict[int, list[int]], path: Path) -> None:
+def save_overlay(
+    image: np.ndarray,
+    panoptic: np.ndarray,
+    segments: list[dict],
+    names: dict[int, str],
+    colors: dict[int, list[int]],
+    path: Path,
+) -> None:
     """Write :func:`render_overlay` of one prediction (or ground truth) to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     render_overlay(image, panoptic, segments, names, colors).save(path)

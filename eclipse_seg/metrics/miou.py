@@ -68,18 +68,24 @@ class SemanticEvaluator:
         if g.size:
             if g.min() < 0 or g.max() >= c:
                 bad = int(g[(g < 0) | (g >= c)][0])
-                raise DataError(f"{pre}gt label {bad} outside [0, {c}) and not the ignore index "
-                                f"{self.ignore_index}")
+                raise DataError(
+                    f"{pre}gt label {bad} outside [0, {c}) and not the ignore index "
+                    f"{self.ignore_index}"
+                )
             if p.min() < 0 or p.max() >= c:
                 bad = int(p[(p < 0) | (p >= c)][0])
-                raise DataError(f"{pre}predicted label {bad} outside [0, {c}) on a "
-                                "non-ignored pixel")
+                raise DataError(
+                    f"{pre}predicted label {bad} outside [0, {c}) on a non-ignored pixel"
+                )
         self.conf += np.bincount(g * c + p, minlength=c * c).reshape(c, c)
 
     def to_state(self) -> dict[str, Any]:
         """Plain-Python state (picklable / JSON-able) for gathering across processes."""
-        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index,
-                "conf": self.conf.tolist()}
+        return {
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            "conf": self.conf.tolist(),
+        }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> SemanticEvaluator:
@@ -89,11 +95,13 @@ class SemanticEvaluator:
 
     def merge(self, other: SemanticEvaluator | Mapping[str, Any]) -> None:
         """Add another evaluator's (or a ``to_state()`` dict's) confusion matrix."""
-        conf = other.conf if isinstance(other, SemanticEvaluator) else np.asarray(
-            other["conf"], dtype=np.int64)
+        conf = (
+            other.conf
+            if isinstance(other, SemanticEvaluator)
+            else np.asarray(other["conf"], dtype=np.int64)
+        )
         if conf.shape != self.conf.shape:
-            raise DataError(f"cannot merge a {conf.shape} confusion matrix into "
-                            f"{self.conf.shape}")
+            raise DataError(f"cannot merge a {conf.shape} confusion matrix into {self.conf.shape}")
         self.conf += conf
 
     def summarize(self, groups: dict[str, list[int]] | None = None) -> dict[str, Any]:
@@ -119,14 +127,16 @@ class SemanticEvaluator:
         total = pos_gt.sum()
         out_groups: dict[str, dict[str, Any]] = {}
         for name, ids in (groups or {}).items():
-            sel = np.array(sorted({int(i) for i in ids if 0 <= int(i) < self.num_classes}),
-                           dtype=np.int64)
+            sel = np.array(
+                sorted({int(i) for i in ids if 0 <= int(i) < self.num_classes}), dtype=np.int64
+            )
             m, n = mean(sel)
             out_groups[name] = {"miou": m, "n": n}
         return {
             "miou": miou,
             "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,
-            "per_class": {str(c): (float(iou[c]) if valid[c] else None)
-                          for c in range(self.num_classes)},
+            "per_class": {
+                str(c): (float(iou[c]) if valid[c] else None) for c in range(self.num_classes)
+            },
             "groups": out_groups,
         }

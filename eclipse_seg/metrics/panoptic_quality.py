@@ -146,8 +146,9 @@ def _segment_table(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """segments_info -> (ids, category ids, iscrowd) int64 arrays of shape (S,)."""
     if not isinstance(segments, (list, tuple)):
-        raise DataError(f"{_where(where)}{kind} segments_info must be a list, got "
-                        f"{type(segments).__name__}")
+        raise DataError(
+            f"{_where(where)}{kind} segments_info must be a list, got {type(segments).__name__}"
+        )
     n = len(segments)
     ids = np.empty(n, dtype=np.int64)
     cats = np.empty(n, dtype=np.int64)
@@ -220,8 +221,7 @@ def pq_stat_single(
     pred = _check_id_map(pred_ids, "pred", where)
     if gt.shape != pred.shape:
         raise DataError(
-            f"{_where(where)}gt and pred id maps differ in size: gt {gt.shape} vs pred "
-            f"{pred.shape}"
+            f"{_where(where)}gt and pred id maps differ in size: gt {gt.shape} vs pred {pred.shape}"
         )
     if gt.size and (gt.max() >= OFFSET or pred.max() >= OFFSET):
         raise DataError(f"{_where(where)}id map holds ids >= {OFFSET}")
@@ -231,9 +231,7 @@ def pq_stat_single(
     for kind, cats_arr, ids_arr in (("pred", p_cat, p_ids), ("gt", g_cat, g_ids)):
         for c, sid in zip(cats_arr.tolist(), ids_arr.tolist()):
             if c not in categories:
-                raise DataError(
-                    f"{_where(where)}{kind} segment {sid} has unknown category_id {c}"
-                )
+                raise DataError(f"{_where(where)}{kind} segment {sid} has unknown category_id {c}")
 
     # all distinct (gt, pred) pixel pairs with their pixel counts, sorted by (gt, pred)
     keys, inter = np.unique(gt * np.uint64(OFFSET) + pred, return_counts=True)
@@ -334,8 +332,9 @@ def pq_stat_single(
     iou_sum = np.bincount(np.searchsorted(cats_u, g_cat[mg]), weights=miou, minlength=k)
     fn = np.bincount(np.searchsorted(cats_u, fn_cat), minlength=k)
     fp = np.bincount(np.searchsorted(cats_u, fp_cat), minlength=k)
-    for c, a, b, d, e in zip(cats_u.tolist(), tp.tolist(), fp.tolist(), fn.tolist(),
-                             iou_sum.tolist()):
+    for c, a, b, d, e in zip(
+        cats_u.tolist(), tp.tolist(), fp.tolist(), fn.tolist(), iou_sum.tolist()
+    ):
         stat.per_cat[c] = PQStatCat(tp=a, fp=b, fn=d, iou=e)
     return stat
 
@@ -384,8 +383,9 @@ def _categories_dict(categories: Sequence[Mapping[str, Any]], where: str) -> dic
         try:  # summarize() splits things / stuff with int(isthing)
             int(c.get("isthing", 0))
         except (TypeError, ValueError, OverflowError) as exc:
-            raise DataError(f"{_where(where)}categories[{i}].isthing must be 0 or 1, got "
-                            f"{c.get('isthing')!r}") from exc
+            raise DataError(
+                f"{_where(where)}categories[{i}].isthing must be 0 or 1, got {c.get('isthing')!r}"
+            ) from exc
         out[cid] = dict(c)
     return out
 
@@ -413,8 +413,9 @@ class PanopticEvaluator:
         where: str = "",
     ) -> PQStat:
         """Accumulate one image ((H, W) id maps + segments_info lists); returns its PQStat."""
-        s = pq_stat_single(gt_ids, gt_segments, pred_ids, pred_segments, self.categories,
-                           where=where)
+        s = pq_stat_single(
+            gt_ids, gt_segments, pred_ids, pred_segments, self.categories, where=where
+        )
         self.stat += s
         self.num_images += 1
         return s
@@ -447,8 +448,14 @@ class PanopticEvaluator:
                 pq = sq = rq = 0.0
             else:
                 pq, sq, rq = _class_metrics(s)
-            per_class[str(c)] = {"pq": pq, "sq": sq, "rq": rq, "tp": int(s.tp),
-                                 "fp": int(s.fp), "fn": int(s.fn)}
+            per_class[str(c)] = {
+                "pq": pq,
+                "sq": sq,
+                "rq": rq,
+                "tp": int(s.tp),
+                "fp": int(s.fp),
+                "fn": int(s.fn),
+            }
         out_groups: dict[str, dict[str, Any]] = {}
         for name, ids in (groups or {}).items():
             members = {int(i) for i in ids}
@@ -488,13 +495,14 @@ def _annotations_by_image(data: dict, path: Path, kind: str) -> dict[Any, dict]:
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise DataError(f"{path}: annotations[{i}] is not an object")
-        for key, typ in (("image_id", (int, str)), ("file_name", str),
-                         ("segments_info", list)):
+        for key, typ in (("image_id", (int, str)), ("file_name", str), ("segments_info", list)):
             if key not in ann:
                 raise DataError(f"{path}: annotations[{i}] has no '{key}' field")
             if not isinstance(ann[key], typ) or isinstance(ann[key], bool):
-                raise DataError(f"{path}: annotations[{i}] field '{key}' has wrong type "
-                                f"{type(ann[key]).__name__}")
+                raise DataError(
+                    f"{path}: annotations[{i}] field '{key}' has wrong type "
+                    f"{type(ann[key]).__name__}"
+                )
         if ann["image_id"] in out:
             raise DataError(f"{path}: image_id {ann['image_id']!r} is annotated more than once")
         out[ann["image_id"]] = ann
@@ -513,8 +521,9 @@ def _image_task(task: _Task, categories: dict[int, dict]) -> PQStat:
             f"{pred_png}: pred PNG size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from gt "
             f"{gt_png} size {gt.shape[1]}x{gt.shape[0]}"
         )
-    return pq_stat_single(gt, gt_segs, pred, pred_segs, categories,
-                          where=f"{pred_png} (gt {gt_png})")
+    return pq_stat_single(
+        gt, gt_segs, pred, pred_segs, categories, where=f"{pred_png} (gt {gt_png})"
+    )
 
 
 _WORKER_CATEGORIES: dict[int, dict] = {}
@@ -559,14 +568,20 @@ def pq_compute(
     pred_anns = _annotations_by_image(pred_data, pred_json, "pred")
     for image_id in gt_anns:
         if image_id not in pred_anns:
-            raise DataError(f"{pred_json}: no prediction for the image with id {image_id!r} "
-                            f"({gt_anns[image_id]['file_name']})")
+            raise DataError(
+                f"{pred_json}: no prediction for the image with id {image_id!r} "
+                f"({gt_anns[image_id]['file_name']})"
+            )
 
     def tasks() -> Iterator[_Task]:
         for image_id, g in gt_anns.items():
             p = pred_anns[image_id]
-            yield (str(gt_folder / g["file_name"]), g["segments_info"],
-                   str(pred_folder / p["file_name"]), p["segments_info"])
+            yield (
+                str(gt_folder / g["file_name"]),
+                g["segments_info"],
+                str(pred_folder / p["file_name"]),
+                p["segments_info"],
+            )
 
     if workers <= 1 or len(gt_anns) <= 1:
         for task in tasks():
@@ -579,8 +594,7 @@ def pq_compute(
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         chunk = max(1, min(64, len(gt_anns) // (4 * workers)))
-        with ctx.Pool(workers, initializer=_worker_init,
-                      initargs=(evaluator.categories,)) as pool:
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(evaluator.categories,)) as pool:
             for state in pool.imap(_worker_run, tasks(), chunksize=chunk):
                 evaluator.merge(PQStat.from_state(state))
                 evaluator.num_images += 1
@@ -600,14 +614,16 @@ def parse_class_groups(spec: str) -> dict[str, list[int]]:
     ``lo-hi`` ranges.  Groups may overlap.  Raises ConfigError on a malformed spec.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"class groups spec is empty: {spec!r} (expected e.g. "
-                          "'old:1-100,new:101-150')")
+        raise ConfigError(
+            f"class groups spec is empty: {spec!r} (expected e.g. 'old:1-100,new:101-150')"
+        )
     out: dict[str, list[int]] = {}
     for part in spec.split(","):
         part = part.strip()
         if ":" not in part:
-            raise ConfigError(f"class group {part!r} in {spec!r} lacks 'name:' (expected e.g. "
-                              "'old:1-100')")
+            raise ConfigError(
+                f"class group {part!r} in {spec!r} lacks 'name:' (expected e.g. 'old:1-100')"
+            )
         name, _, items = part.partition(":")
         name = name.strip()
         if not name:
@@ -618,20 +634,28 @@ def parse_class_groups(spec: str) -> dict[str, list[int]]:
         for item in items.split("+"):
             m = _RANGE.match(item.strip())
             if not m:
-                raise ConfigError(f"class group {name!r}: bad item {item.strip()!r} in {spec!r} "
-                                  "(expected an id like 7 or a range like 1-100)")
+                raise ConfigError(
+                    f"class group {name!r}: bad item {item.strip()!r} in {spec!r} "
+                    "(expected an id like 7 or a range like 1-100)"
+                )
             lo = int(m.group(1))
             hi = int(m.group(2)) if m.group(2) is not None else lo
             if hi < lo:
-                raise ConfigError(f"class group {name!r}: range {item.strip()!r} is empty "
-                                  f"(end {hi} < start {lo})")
+                raise ConfigError(
+                    f"class group {name!r}: range {item.strip()!r} is empty (end {hi} < start {lo})"
+                )
             ids.update(range(lo, hi + 1))
         out[name] = sorted(ids)
     return out
 
 
-_GROUP_NAMES = {"old": "old classes", "new": "new classes", "all": "all seen",
-                "things": "seen things", "stuff": "seen stuff"}
+_GROUP_NAMES = {
+    "old": "old classes",
+    "new": "new classes",
+    "all": "all seen",
+    "things": "seen things",
+    "stuff": "seen stuff",
+}
 
 
 def format_pq_table(
@@ -651,18 +675,27 @@ def format_pq_table(
     rows = [(k, result[k]) for k in ("All", "Things", "Stuff") if overall and k in result]
     rows += [(_GROUP_NAMES.get(k, k), r) for k, r in (result.get("groups") or {}).items()]
     for name, r in rows:
-        values = (f"{100 * r['pq']:6.2f} {100 * r['sq']:6.2f} {100 * r['rq']:6.2f}" if r["n"]
-                  else f"{'-':>6} {'-':>6} {'-':>6}")
+        values = (
+            f"{100 * r['pq']:6.2f} {100 * r['sq']:6.2f} {100 * r['rq']:6.2f}"
+            if r["n"]
+            else f"{'-':>6} {'-':>6} {'-':>6}"
+        )
         lines.append(f"{str(name)[:14]:>14} | {values} | {r['n']:>4d}")
     if per_class and result.get("per_class"):
-        lines += ["", f"{'class':>24} | {'PQ':>6} {'SQ':>6} {'RQ':>6} | {'TP':>6} {'FP':>6} "
-                  f"{'FN':>6}", "-" * 70]
+        lines += [
+            "",
+            f"{'class':>24} | {'PQ':>6} {'SQ':>6} {'RQ':>6} | {'TP':>6} {'FP':>6} {'FN':>6}",
+            "-" * 70,
+        ]
         for cid, r in result["per_class"].items():
             label = f"{cid}"
             if names and int(cid) in names:
                 label = f"{cid} {names[int(cid)]}"
-            values = (f"{100 * r['pq']:6.2f} {100 * r['sq']:6.2f} {100 * r['rq']:6.2f}"
-                      if r["tp"] + r["fp"] + r["fn"] else f"{'-':>6} {'-':>6} {'-':>6}")
+            values = (
+                f"{100 * r['pq']:6.2f} {100 * r['sq']:6.2f} {100 * r['rq']:6.2f}"
+                if r["tp"] + r["fp"] + r["fn"]
+                else f"{'-':>6} {'-':>6} {'-':>6}"
+            )
             lines.append(f"{label[:24]:>24} | {values} | {r['tp']:6d} {r['fp']:6d} {r['fn']:6d}")
     return "\n".join(lines)
 
@@ -679,8 +712,11 @@ def in_points(summary: Any) -> Any:
         for k, v in summary.items():
             if k in _SCORES and isinstance(v, (int, float)):
                 out[k] = round(100 * v, 4)
-            elif k == "per_class" and isinstance(v, dict) and all(
-                    x is None or isinstance(x, float) for x in v.values()):
+            elif (
+                k == "per_class"
+                and isinstance(v, dict)
+                and all(x is None or isinstance(x, float) for x in v.values())
+            ):
                 out[k] = {c: None if x is None else round(100 * x, 4) for c, x in v.items()}
             else:
                 out[k] = in_points(v)

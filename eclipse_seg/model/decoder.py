@@ -82,7 +82,9 @@ class Attention(nn.Module):
         if attn_mask is not None and attn_mask.dim() == 3:
             attn_mask = attn_mask.view(b, h, lq, -1)
         if self.use_sdpa:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if attn_mask is None else ~attn_mask)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if attn_mask is None else ~attn_mask
+            )
         else:
             scores = (q * d**-0.5) @ k.transpose(-2, -1)
             if attn_mask is not None:
@@ -120,7 +122,9 @@ class CrossAttentionLayer(nn.Module):
 
     def forward(self, x, memory, memory_pos, query_pos, attn_mask):
         y = self.norm(x) if self.pre_norm else x
-        out = x + self.multihead_attn(y + query_pos, memory + memory_pos, memory, attn_mask=attn_mask)
+        out = x + self.multihead_attn(
+            y + query_pos, memory + memory_pos, memory, attn_mask=attn_mask
+        )
         return out if self.pre_norm else self.norm(out)
 
 
@@ -153,11 +157,14 @@ class MaskedAttentionDecoder(nn.Module):
         c = cfg.hidden_dim
         self.num_heads = cfg.num_heads
         self.transformer_self_attention_layers = nn.ModuleList(
-            SelfAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers))
+            SelfAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers)
+        )
         self.transformer_cross_attention_layers = nn.ModuleList(
-            CrossAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers))
+            CrossAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers)
+        )
         self.transformer_ffn_layers = nn.ModuleList(
-            FFNLayer(c, cfg.ffn_dim, cfg.pre_norm) for _ in range(cfg.num_layers))
+            FFNLayer(c, cfg.ffn_dim, cfg.pre_norm) for _ in range(cfg.num_layers)
+        )
         self.decoder_norm = nn.LayerNorm(c)
         self.query_feat = nn.Embedding(cfg.num_queries, c)
         self.query_embed = nn.Embedding(cfg.num_queries, c)
@@ -211,10 +218,13 @@ class MaskedAttentionDecoder(nn.Module):
         key = (groups, str(device))
         if key not in self._index_cache:
             sizes = [self.group_size(g) for g in groups]
-            query_group = torch.repeat_interleave(torch.tensor(groups), torch.tensor(sizes)).to(device)
+            query_group = torch.repeat_interleave(torch.tensor(groups), torch.tensor(sizes)).to(
+                device
+            )
             col_group = torch.repeat_interleave(
                 torch.arange(len(self.class_embed.classes_per_step)),
-                torch.tensor(self.class_embed.classes_per_step)).to(device)
+                torch.tensor(self.class_embed.classes_per_step),
+            ).to(device)
             block = query_group[:, None] != query_group[None, :]
             self._index_cache[key] = {
                 "query_group": query_group,
@@ -224,9 +234,14 @@ class MaskedAttentionDecoder(nn.Module):
         return self._index_cache[key]
 
     # ----- forward ------------------------------------------------------------------------------
-    def forward(self, multi_scale: list[torch.Tensor], mask_features: torch.Tensor,
-                groups: tuple[int, ...] | None = None, aux: str = "all",
-                manipulate: bool | None = None) -> DecoderOutput:
+    def forward(
+        self,
+        multi_scale: list[torch.Tensor],
+        mask_features: torch.Tensor,
+        groups: tuple[int, ...] | None = None,
+        aux: str = "all",
+        manipulate: bool | None = None,
+    ) -> DecoderOutput:
         """`groups`: which query groups run (default: all). `aux`: "all" = a prediction per layer
         (deep supervision), "first" = only the one on the learnable queries (the official
         prompt-tuning quirk). `manipulate`: apply logit manipulation (default: in eval mode with
@@ -238,23 +253,39 @@ class MaskedAttentionDecoder(nn.Module):
         for i in range(self.num_levels):
             x = multi_scale[i]
             sizes.append(tuple(x.shape[-2:]))
-            poss.append(sine_position_encoding(x, self.cfg.hidden_dim // 2).flatten(2).transpose(1, 2))
-            srcs.append(self.input_proj[i](x).flatten(2).transpose(1, 2) + self.level_embed.weight[i])
+            poss.append(
+                sine_position_encoding(x, self.cfg.hidden_dim // 2).flatten(2).transpose(1, 2)
+            )
+            srcs.append(
+                self.input_proj[i](x).flatten(2).transpose(1, 2) + self.level_embed.weight[i]
+            )
         if manipulate is None:
             manipulate = not self.training and len(groups) > 1
         output = torch.cat([self.group_features(g) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
         heads = self.stacked_heads(groups)
-        predictions = [self.prediction_heads(output, mask_features, groups, idx, sizes[0], manipulate, heads)]
+        predictions = [
+            self.prediction_heads(output, mask_features, groups, idx, sizes[0], manipulate, heads)
+        ]
         for i in range(self.cfg.num_layers):
             pos = torch.cat([self.group_pos(g, i) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
             attn_mask = predictions[-1][2]
             level = i % self.num_levels
             output = self.transformer_cross_attention_layers[i](
-                output, srcs[level], poss[level], pos, attn_mask)
+                output, srcs[level], poss[level], pos, attn_mask
+            )
             output = self.transformer_self_attention_layers[i](output, pos, idx["self_attn_mask"])
             output = self.transformer_ffn_layers[i](output)
-            predictions.append(self.prediction_heads(output, mask_features, groups, idx,
-                                             sizes[(i + 1) % self.num_levels], manipulate, heads))
+            predictions.append(
+                self.prediction_heads(
+                    output,
+                    mask_features,
+                    groups,
+                    idx,
+                    sizes[(i + 1) % self.num_levels],
+                    manipulate,
+                    heads,
+                )
+            )
         final = predictions[-1]
         aux_preds = predictions[:-1] if aux == "all" else predictions[:1]
         return DecoderOutput(final[0], final[1], [Prediction(p[0], p[1]) for p in aux_preds])
@@ -283,22 +314,27 @@ class MaskedAttentionDecoder(nn.Module):
         embeds, start = [], 0
         for g in groups:
             n = self.group_size(g)
-            embeds.append(self.group_mask_mlp(g)(decoded[:, start:start + n]))
+            embeds.append(self.group_mask_mlp(g)(decoded[:, start : start + n]))
             start += n
         return embeds[0] if len(embeds) == 1 else torch.cat(embeds, 1)
 
-    def prediction_heads(self, output, mask_features, groups, idx, attn_size, manipulate, heads=None):
+    def prediction_heads(
+        self, output, mask_features, groups, idx, attn_size, manipulate, heads=None
+    ):
         """Heads on one layer's queries -> (logits, masks, cross-attention mask for the next layer)."""
         heads = heads or {"cls": None, "mask": None}
         decoded = self.decoder_norm(output)
         logits = self.class_embed(decoded, heads["cls"])
         if manipulate:
-            logits = manipulate_logits(logits, idx["query_group"], idx["col_group"],
-                                       self.deltas_for(groups))
+            logits = manipulate_logits(
+                logits, idx["query_group"], idx["col_group"], self.deltas_for(groups)
+            )
         mask_embed = self._group_mask_embeddings(decoded, groups, heads["mask"])
         masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         with torch.no_grad():
-            attn = F.interpolate(masks.detach(), size=attn_size, mode="bilinear", align_corners=False)
+            attn = F.interpolate(
+                masks.detach(), size=attn_size, mode="bilinear", align_corners=False
+            )
             attn = (attn.sigmoid() < 0.5).flatten(2)
             attn[attn.all(-1)] = False  # a query that would see nothing sees everything
             attn = attn.repeat_interleave(self.num_heads, dim=0)
@@ -311,8 +347,9 @@ class MaskedAttentionDecoder(nn.Module):
         return full
 
 
-def manipulate_logits(logits: torch.Tensor, query_group: torch.Tensor, col_group: torch.Tensor,
-                      deltas: torch.Tensor) -> torch.Tensor:
+def manipulate_logits(
+    logits: torch.Tensor, query_group: torch.Tensor, col_group: torch.Tensor, deltas: torch.Tensor
+) -> torch.Tensor:
     """ECLIPSE logit manipulation, vectorised over queries.
 
     logits (B, Q, C+1), no-object last; query_group (Q,) group of each query; col_group (C,) group of

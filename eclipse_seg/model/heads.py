@@ -41,15 +41,25 @@ def stack_heads(heads: list[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor
     stacked = []
     for i in range(len(layers[0])):
         weight = torch.stack([ls[i].weight for ls in layers])
-        bias = None if layers[0][i].bias is None else torch.stack([ls[i].bias for ls in layers])[:, None]
+        bias = (
+            None
+            if layers[0][i].bias is None
+            else torch.stack([ls[i].bias for ls in layers])[:, None]
+        )
         stacked.append((weight, bias))
     return stacked
 
 
-def run_stacked(stacked: list[tuple[torch.Tensor, torch.Tensor | None]], x: torch.Tensor) -> torch.Tensor:
+def run_stacked(
+    stacked: list[tuple[torch.Tensor, torch.Tensor | None]], x: torch.Tensor
+) -> torch.Tensor:
     """x (K, N, in) -> (K, N, out) through K stacked heads (ReLU between layers, as MLP)."""
     for i, (weight, bias) in enumerate(stacked):
-        x = x @ weight.transpose(1, 2) if bias is None else torch.baddbmm(bias, x, weight.transpose(1, 2))
+        x = (
+            x @ weight.transpose(1, 2)
+            if bias is None
+            else torch.baddbmm(bias, x, weight.transpose(1, 2))
+        )
         if i < len(stacked) - 1:
             x = F.relu(x)
     return x

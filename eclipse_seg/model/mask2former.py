@@ -57,16 +57,22 @@ class Mask2Former(nn.Module):
         elif cfg.backbone_type == "swin":
             self.backbone = SwinTransformer(cfg.swin)
         else:
-            raise ConfigError(f"model.backbone_type must be 'resnet' or 'swin', got "
-                              f"{cfg.backbone_type!r}")
+            raise ConfigError(
+                f"model.backbone_type must be 'resnet' or 'swin', got {cfg.backbone_type!r}"
+            )
         if cfg.base_classes <= 0:
-            raise ConfigError(f"model.base_classes must be positive to build a model, got "
-                              f"{cfg.base_classes} (the engine sets it from the scenario)")
+            raise ConfigError(
+                f"model.base_classes must be positive to build a model, got "
+                f"{cfg.base_classes} (the engine sets it from the scenario)"
+            )
         pixel_decoder = MSDeformAttnPixelDecoder(self.backbone.out_channels, cfg.pixel_decoder)
-        predictor = MaskedAttentionDecoder(cfg.pixel_decoder.conv_dim, cfg.pixel_decoder.mask_dim,
-                                           cfg.decoder, cfg.base_classes)
+        predictor = MaskedAttentionDecoder(
+            cfg.pixel_decoder.conv_dim, cfg.pixel_decoder.mask_dim, cfg.decoder, cfg.base_classes
+        )
         self.sem_seg_head = SemSegHead(pixel_decoder, predictor)
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False
+        )
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
         # Thing flags per model label (0-based), used by panoptic post-processing.
         self.register_buffer("thing_mask", torch.zeros(cfg.base_classes, dtype=torch.bool))
@@ -118,19 +124,33 @@ class Mask2Former(nn.Module):
         feats = self.backbone(batch)
         return self.sem_seg_head.pixel_decoder(feats)
 
-    def forward(self, images: list[torch.Tensor] | torch.Tensor, groups: tuple[int, ...] | None = None,
-                aux: str = "all", manipulate: bool | None = None) -> DecoderOutput:
+    def forward(
+        self,
+        images: list[torch.Tensor] | torch.Tensor,
+        groups: tuple[int, ...] | None = None,
+        aux: str = "all",
+        manipulate: bool | None = None,
+    ) -> DecoderOutput:
         """`images`: list of (3, H, W) RGB 0..255, or an already preprocessed batch.
         Returns pred_logits (B, Q, C+1; no-object last; after logit manipulation in eval mode) and
         pred_masks (B, Q, H_pad/4, W_pad/4)."""
         batch = images if isinstance(images, torch.Tensor) else self.preprocess(images)
         trunk = self.features(batch)
-        return self.decoder(trunk.multi_scale_features, trunk.mask_features, groups=groups, aux=aux,
-                            manipulate=manipulate)
+        return self.decoder(
+            trunk.multi_scale_features,
+            trunk.mask_features,
+            groups=groups,
+            aux=aux,
+            manipulate=manipulate,
+        )
 
     @torch.inference_mode()
-    def predict(self, images: list[torch.Tensor],
-                output_sizes: list[tuple[int, int] | None] | None = None, **thresholds) -> list[dict]:
+    def predict(
+        self,
+        images: list[torch.Tensor],
+        output_sizes: list[tuple[int, int] | None] | None = None,
+        **thresholds,
+    ) -> list[dict]:
         """Panoptic and semantic predictions, one dict per image (see `inference.postprocess`).
         `output_sizes[i]` None (or no list) = the image's own size; `thresholds` override
         `self.thresholds` (object_mask_threshold, overlap_threshold)."""
@@ -143,8 +163,15 @@ class Mask2Former(nn.Module):
             wanted = output_sizes or [None] * len(images)
             padded = (out.pred_masks.shape[-2] * 4, out.pred_masks.shape[-1] * 4)
             return [
-                postprocess(out.pred_logits[i], out.pred_masks[i], padded, sizes[i],
-                            tuple(wanted[i] or sizes[i]), self.thing_mask, **settings)
+                postprocess(
+                    out.pred_logits[i],
+                    out.pred_masks[i],
+                    padded,
+                    sizes[i],
+                    tuple(wanted[i] or sizes[i]),
+                    self.thing_mask,
+                    **settings,
+                )
                 for i in range(len(images))
             ]
         finally:

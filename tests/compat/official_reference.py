@@ -37,8 +37,13 @@ PR = "sem_seg_head.predictor."
 # ----------------------------------------------------------------------------------------------
 # input
 # ----------------------------------------------------------------------------------------------
-def preprocess(images: list[Tensor], dtype=torch.float64, size_divisibility: int = 32,
-               mean=PIXEL_MEAN, std=PIXEL_STD) -> tuple[Tensor, list[tuple[int, int]]]:
+def preprocess(
+    images: list[Tensor],
+    dtype=torch.float64,
+    size_divisibility: int = 32,
+    mean=PIXEL_MEAN,
+    std=PIXEL_STD,
+) -> tuple[Tensor, list[tuple[int, int]]]:
     """MaskFormer.forward: (x - pixel_mean) / pixel_std per image, then detectron2
     ImageList.from_tensors: zero padding bottom/right to the per-dimension batch maximum, rounded up
     to a multiple of size_divisibility. No padding mask is made (ECLIPSE decoder: `del mask`)."""
@@ -59,17 +64,28 @@ def preprocess(images: list[Tensor], dtype=torch.float64, size_divisibility: int
 # ----------------------------------------------------------------------------------------------
 def _frozen_bn(x: Tensor, sd: State, p: str, eps: float = 1e-5) -> Tensor:
     # detectron2 layers/batch_norm.py FrozenBatchNorm2d.forward (no grad): F.batch_norm, eval, eps 1e-5
-    return F.batch_norm(x, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"],
-                        sd[p + "bias"], training=False, eps=eps)
+    return F.batch_norm(
+        x,
+        sd[p + "running_mean"],
+        sd[p + "running_var"],
+        sd[p + "weight"],
+        sd[p + "bias"],
+        training=False,
+        eps=eps,
+    )
 
 
-def _conv_bn(x: Tensor, sd: State, p: str, stride: int = 1, padding: int = 0, groups: int = 1) -> Tensor:
+def _conv_bn(
+    x: Tensor, sd: State, p: str, stride: int = 1, padding: int = 0, groups: int = 1
+) -> Tensor:
     # detectron2 Conv2d(bias=False, norm=FrozenBN): conv, then its norm
-    return _frozen_bn(F.conv2d(x, sd[p + "weight"], None, stride, padding, 1, groups), sd, p + "norm.")
+    return _frozen_bn(
+        F.conv2d(x, sd[p + "weight"], None, stride, padding, 1, groups), sd, p + "norm."
+    )
 
 
 def _num_blocks(sd: State, prefix: str) -> int:
-    ids = {int(k[len(prefix):].split(".")[0]) for k in sd if k.startswith(prefix)}
+    ids = {int(k[len(prefix) :].split(".")[0]) for k in sd if k.startswith(prefix)}
     return max(ids) + 1 if ids else 0
 
 
@@ -92,7 +108,11 @@ def resnet(x: Tensor, sd: State, stride_in_1x1: bool = False) -> dict[str, Tenso
             y = F.relu(_conv_bn(y, sd, p + "conv2.", stride=s3, padding=1, groups=groups))
             y = _conv_bn(y, sd, p + "conv3.")
             # projection shortcut only where in_channels != out_channels (the key exists)
-            short = _conv_bn(x, sd, p + "shortcut.", stride=stride) if p + "shortcut.weight" in sd else x
+            short = (
+                _conv_bn(x, sd, p + "shortcut.", stride=stride)
+                if p + "shortcut.weight" in sd
+                else x
+            )
             x = F.relu(y + short)
         out[f"res{stage}"] = x
     return out
@@ -142,8 +162,12 @@ def _kernel_bilinear(v: Tensor, h: int, w: int, loc_x: Tensor, loc_y: Tensor) ->
     h0, w0 = torch.floor(h_im), torch.floor(w_im)
     lh, lw = h_im - h0, w_im - w0
     out = torch.zeros(*loc_x.shape, v.shape[-1], dtype=v.dtype)
-    for dh, dw, weight in ((0, 0, (1 - lh) * (1 - lw)), (0, 1, (1 - lh) * lw),
-                           (1, 0, lh * (1 - lw)), (1, 1, lh * lw)):
+    for dh, dw, weight in (
+        (0, 0, (1 - lh) * (1 - lw)),
+        (0, 1, (1 - lh) * lw),
+        (1, 0, lh * (1 - lw)),
+        (1, 1, lh * lw),
+    ):
         hy, wx = h0 + dh, w0 + dw
         ok = inside & (hy >= 0) & (hy <= h - 1) & (wx >= 0) & (wx <= w - 1)
         idx = (hy.clamp(0, h - 1) * w + wx.clamp(0, w - 1)).long()
@@ -152,8 +176,15 @@ def _kernel_bilinear(v: Tensor, h: int, w: int, loc_x: Tensor, loc_y: Tensor) ->
     return out
 
 
-def ms_deform_attn(query: Tensor, ref: Tensor, value_in: Tensor, shapes: list[tuple[int, int]],
-                   sd: State, p: str, n_heads: int) -> Tensor:
+def ms_deform_attn(
+    query: Tensor,
+    ref: Tensor,
+    value_in: Tensor,
+    shapes: list[tuple[int, int]],
+    sd: State,
+    p: str,
+    n_heads: int,
+) -> Tensor:
     """MSDeformAttn.forward: query (B, Lq, C), ref (B, Lq, L, 2) (x, y) in [0, 1], value_in (B, S, C)."""
     b, lq, c = query.shape
     n_levels = len(shapes)
@@ -173,7 +204,7 @@ def ms_deform_attn(query: Tensor, ref: Tensor, value_in: Tensor, shapes: list[tu
     out = torch.zeros(b, n_heads, lq, d, dtype=query.dtype)
     start = 0
     for lvl, (h, w) in enumerate(shapes):
-        v = value[:, start:start + h * w].permute(0, 2, 1, 3)  # (B, M, hw, D)
+        v = value[:, start : start + h * w].permute(0, 2, 1, 3)  # (B, M, hw, D)
         lx = loc[:, :, :, lvl, :, 0].permute(0, 2, 1, 3).reshape(b, n_heads, lq * n_points)
         ly = loc[:, :, :, lvl, :, 1].permute(0, 2, 1, 3).reshape(b, n_heads, lq * n_points)
         sampled = _kernel_bilinear(v, h, w, lx, ly).view(b, n_heads, lq, n_points, d)
@@ -205,7 +236,9 @@ def _reference_points(shapes: list[tuple[int, int]], b: int, dtype) -> Tensor:
     return ref[None, :, None, :].expand(b, -1, len(shapes), -1)
 
 
-def pixel_decoder(features: dict[str, Tensor], sd: State, n_heads: int) -> tuple[Tensor, list[Tensor]]:
+def pixel_decoder(
+    features: dict[str, Tensor], sd: State, n_heads: int
+) -> tuple[Tensor, list[Tensor]]:
     """-> (mask_features (B, mask_dim, H/4, W/4), multi-scale [res5, res4, res3] encoded maps)."""
     names = ["res5", "res4", "res3"]  # transformer_in_features[::-1]: low to high resolution
     srcs, pos = [], []
@@ -213,40 +246,67 @@ def pixel_decoder(features: dict[str, Tensor], sd: State, n_heads: int) -> tuple
         x = features[name]
         # input_proj[i] = Sequential(Conv2d 1x1 with bias, GroupNorm(32))
         y = F.conv2d(x, sd[PD + f"input_proj.{i}.0.weight"], sd[PD + f"input_proj.{i}.0.bias"])
-        srcs.append(F.group_norm(y, 32, sd[PD + f"input_proj.{i}.1.weight"],
-                                 sd[PD + f"input_proj.{i}.1.bias"], eps=1e-5))
+        srcs.append(
+            F.group_norm(
+                y,
+                32,
+                sd[PD + f"input_proj.{i}.1.weight"],
+                sd[PD + f"input_proj.{i}.1.bias"],
+                eps=1e-5,
+            )
+        )
         pos.append(sine_position_embedding(x, y.shape[1] // 2))  # pe_layer(x), normalize=True
     b, c = srcs[0].shape[:2]
     shapes = [tuple(s.shape[-2:]) for s in srcs]
     flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
     # lvl_pos_embed = pos + level_embed[lvl]
     level_embed = sd[PD + "transformer.level_embed"]
-    lvl_pos = torch.cat([p_.flatten(2).transpose(1, 2) + level_embed[i].view(1, 1, -1)
-                         for i, p_ in enumerate(pos)], 1)
+    lvl_pos = torch.cat(
+        [p_.flatten(2).transpose(1, 2) + level_embed[i].view(1, 1, -1) for i, p_ in enumerate(pos)],
+        1,
+    )
     ref = _reference_points(shapes, b, flat.dtype)
     out = flat
     for j in range(_num_blocks(sd, PD + "transformer.encoder.layers.")):
         p = PD + f"transformer.encoder.layers.{j}."
         # encoder layer (post-norm): attn(query = src + pos, value = src) -> add -> norm1;
         # FFN linear1 -> relu -> linear2 -> add -> norm2
-        out = _layer_norm(out + ms_deform_attn(out + lvl_pos, ref, out, shapes, sd, p + "self_attn.", n_heads),
-                          sd, p + "norm1.")
-        ffn = F.linear(F.relu(F.linear(out, sd[p + "linear1.weight"], sd[p + "linear1.bias"])),
-                       sd[p + "linear2.weight"], sd[p + "linear2.bias"])
+        out = _layer_norm(
+            out + ms_deform_attn(out + lvl_pos, ref, out, shapes, sd, p + "self_attn.", n_heads),
+            sd,
+            p + "norm1.",
+        )
+        ffn = F.linear(
+            F.relu(F.linear(out, sd[p + "linear1.weight"], sd[p + "linear1.bias"])),
+            sd[p + "linear2.weight"],
+            sd[p + "linear2.bias"],
+        )
         out = _layer_norm(out + ffn, sd, p + "norm2.")
     maps = []
     start = 0
     for h, w in shapes:
-        maps.append(out[:, start:start + h * w].transpose(1, 2).reshape(b, c, h, w))
+        maps.append(out[:, start : start + h * w].transpose(1, 2).reshape(b, c, h, w))
         start += h * w
     # one FPN level (log2(8) - log2(common stride 4) = 1), res2: lateral adapter_1 = Conv2d 1x1 no
     # bias + GN(32); add the bilinearly upsampled (align_corners False) finest encoder map;
     # output layer_1 = Conv2d 3x3 pad 1 no bias + GN(32) + ReLU
-    lat = F.group_norm(F.conv2d(features["res2"], sd[PD + "adapter_1.weight"]), 32,
-                       sd[PD + "adapter_1.norm.weight"], sd[PD + "adapter_1.norm.bias"], eps=1e-5)
+    lat = F.group_norm(
+        F.conv2d(features["res2"], sd[PD + "adapter_1.weight"]),
+        32,
+        sd[PD + "adapter_1.norm.weight"],
+        sd[PD + "adapter_1.norm.bias"],
+        eps=1e-5,
+    )
     y = lat + F.interpolate(maps[-1], size=lat.shape[-2:], mode="bilinear", align_corners=False)
-    y = F.relu(F.group_norm(F.conv2d(y, sd[PD + "layer_1.weight"], None, 1, 1), 32,
-                            sd[PD + "layer_1.norm.weight"], sd[PD + "layer_1.norm.bias"], eps=1e-5))
+    y = F.relu(
+        F.group_norm(
+            F.conv2d(y, sd[PD + "layer_1.weight"], None, 1, 1),
+            32,
+            sd[PD + "layer_1.norm.weight"],
+            sd[PD + "layer_1.norm.bias"],
+            eps=1e-5,
+        )
+    )
     # mask_features: Conv2d 1x1 with bias on the finest FPN output; multi-scale = first 3 of `out`
     mask_features = F.conv2d(y, sd[PD + "mask_features.weight"], sd[PD + "mask_features.bias"])
     return mask_features, maps
@@ -278,7 +338,9 @@ def class_heads(x: Tensor, sd: State) -> Tensor:
     # IncrementalClassifier.forward: cls[1], cls[2], ... in step order, then cls[0] (no-object) last
     p = PR + "class_embed.cls."
     n = _num_blocks(sd, p)
-    return torch.cat([_head(x, sd, p + f"{k}.") for k in range(1, n)] + [_head(x, sd, p + "0.")], -1)
+    return torch.cat(
+        [_head(x, sd, p + f"{k}.") for k in range(1, n)] + [_head(x, sd, p + "0.")], -1
+    )
 
 
 def _logit(x: Tensor) -> Tensor:
@@ -287,7 +349,9 @@ def _logit(x: Tensor) -> Tensor:
     return torch.log(x) - torch.log1p(-x)
 
 
-def manipulate_logits(logits: Tensor, qdims: list[int], classes: list[int], deltas: list[float]) -> Tensor:
+def manipulate_logits(
+    logits: Tensor, qdims: list[int], classes: list[int], deltas: list[float]
+) -> Tensor:
     """forward_prediction_heads in eval with prompts: for each group n (rows qdims[n]:qdims[n+1]),
     in place and in group order: delta > 0 -> no-object := logit(delta * clamp(sum of sigmoid of the
     other groups' class columns, 0, 1)); delta < 0 -> no-object := logit(-delta * sigmoid(no-object));
@@ -296,8 +360,10 @@ def manipulate_logits(logits: Tensor, qdims: list[int], classes: list[int], delt
     total = sum(classes)
     for n in range(len(qdims) - 1):
         rows = slice(qdims[n], qdims[n + 1])
-        others = torch.tensor(list(range(sum(classes[:n]))) + list(range(sum(classes[:n + 1]), total)),
-                              dtype=torch.long)
+        others = torch.tensor(
+            list(range(sum(classes[:n]))) + list(range(sum(classes[: n + 1]), total)),
+            dtype=torch.long,
+        )
         if deltas[n] > 0:
             evidence = out[:, rows][:, :, others].sigmoid().sum(2).clamp(0.0, 1.0)
             out[:, rows, -1] = _logit(evidence * deltas[n])
@@ -319,17 +385,39 @@ def official_deltas(deltas: list[float] | float | None, num_groups: int) -> list
     return d + [d[-1]] * (num_groups - len(d))
 
 
-def _mha(q: Tensor, k: Tensor, v: Tensor, sd: State, p: str, n_heads: int, mask: Tensor | None) -> Tensor:
+def _mha(
+    q: Tensor, k: Tensor, v: Tensor, sd: State, p: str, n_heads: int, mask: Tensor | None
+) -> Tensor:
     # nn.MultiheadAttention(d, nhead) called with (query, key, value, attn_mask)[0], (L, B, C) layout
     out, _ = F.multi_head_attention_forward(
-        q, k, v, q.shape[-1], n_heads, sd[p + "in_proj_weight"], sd[p + "in_proj_bias"], None, None,
-        False, 0.0, sd[p + "out_proj.weight"], sd[p + "out_proj.bias"], training=False,
-        key_padding_mask=None, need_weights=True, attn_mask=mask)
+        q,
+        k,
+        v,
+        q.shape[-1],
+        n_heads,
+        sd[p + "in_proj_weight"],
+        sd[p + "in_proj_bias"],
+        None,
+        None,
+        False,
+        0.0,
+        sd[p + "out_proj.weight"],
+        sd[p + "out_proj.bias"],
+        training=False,
+        key_padding_mask=None,
+        need_weights=True,
+        attn_mask=mask,
+    )
     return out
 
 
-def decoder(multi_scale: list[Tensor], mask_features: Tensor, sd: State, n_heads: int,
-            deltas: list[float] | float | None) -> dict:
+def decoder(
+    multi_scale: list[Tensor],
+    mask_features: Tensor,
+    sd: State,
+    n_heads: int,
+    deltas: list[float] | float | None,
+) -> dict:
     """-> {"predictions": [(logits (B, Q, C+1), masks (B, Q, H/4, W/4)) per layer, first = on the
     learnable queries], "attn_margin": min |sigmoid - 0.5| over every attention mask used,
     "qdims", "classes", "deltas", "unblocked_rows": how many (image, head, query) rows blocked
@@ -349,24 +437,34 @@ def decoder(multi_scale: list[Tensor], mask_features: Tensor, sd: State, n_heads
 
     # query groups: base queries then one prompt set per step; qdims = cumsum([0, N, P, P, ...])
     num_prompt_groups = _num_blocks(sd, PR + "prompt_feat.")
-    feats = [sd[PR + "query_feat.weight"]] + [sd[PR + f"prompt_feat.{g}.weight"]
-                                               for g in range(num_prompt_groups)]
+    feats = [sd[PR + "query_feat.weight"]] + [
+        sd[PR + f"prompt_feat.{g}.weight"] for g in range(num_prompt_groups)
+    ]
     qdims = [0]
     for f in feats:
         qdims.append(qdims[-1] + f.shape[0])
     p = PR + "class_embed.cls."
-    classes = [(sd[p + f"{k}.layers.2.weight"] if p + f"{k}.layers.2.weight" in sd
-                else sd[p + f"{k}.weight"]).shape[0] for k in range(1, _num_blocks(sd, p))]
+    classes = [
+        (
+            sd[p + f"{k}.layers.2.weight"]
+            if p + f"{k}.layers.2.weight" in sd
+            else sd[p + f"{k}.weight"]
+        ).shape[0]
+        for k in range(1, _num_blocks(sd, p))
+    ]
     deltas = official_deltas(deltas, len(classes))
     manipulate = num_prompt_groups > 0  # eval, num_prompts > 0, qdims given
-    mask_mlps = [PR + "mask_embed."] + [PR + f"prompt_mask_embed.{g}." for g in range(num_prompt_groups)]
+    mask_mlps = [PR + "mask_embed."] + [
+        PR + f"prompt_mask_embed.{g}." for g in range(num_prompt_groups)
+    ]
     deep = PR + "prompt_embed.0.0.weight" in sd
 
     def query_pos(layer: int) -> Tensor:
         # query_embed, then each group's prompt_embed (deep: one embedding per decoder layer)
         parts = [sd[PR + "query_embed.weight"]] + [
             sd[PR + (f"prompt_embed.{g}.{layer}.weight" if deep else f"prompt_embed.{g}.weight")]
-            for g in range(num_prompt_groups)]
+            for g in range(num_prompt_groups)
+        ]
         return torch.cat(parts)[:, None, :].expand(-1, b, -1)
 
     margins: list[float] = []
@@ -380,12 +478,16 @@ def decoder(multi_scale: list[Tensor], mask_features: Tensor, sd: State, n_heads
         logits = class_heads(dec, sd)
         if manipulate:
             logits = manipulate_logits(logits, qdims, classes, deltas)
-        embeds = [_mlp(dec[:, qdims[n]:qdims[n + 1]], sd, mask_mlps[n] if manipulate else mask_mlps[0])
-                  for n in range(len(qdims) - 1)]
+        embeds = [
+            _mlp(dec[:, qdims[n] : qdims[n + 1]], sd, mask_mlps[n] if manipulate else mask_mlps[0])
+            for n in range(len(qdims) - 1)
+        ]
         masks = torch.einsum("bqc,bchw->bqhw", torch.cat(embeds, 1), mask_features)
-        prob = F.interpolate(masks, size=target_size, mode="bilinear", align_corners=False).sigmoid()
+        prob = F.interpolate(
+            masks, size=target_size, mode="bilinear", align_corners=False
+        ).sigmoid()
         margins.append(float((prob - 0.5).abs().min()))
-        attn = (prob.flatten(2)[:, None].expand(-1, n_heads, -1, -1).flatten(0, 1) < 0.5)
+        attn = prob.flatten(2)[:, None].expand(-1, n_heads, -1, -1).flatten(0, 1) < 0.5
         return logits, masks, attn
 
     output = torch.cat(feats)[:, None, :].expand(-1, b, -1)
@@ -401,26 +503,52 @@ def decoder(multi_scale: list[Tensor], mask_features: Tensor, sd: State, n_heads
         attn[full] = False  # rows that block every key are unblocked
         # cross-attention (post-norm): q = tgt + query_pos, k = memory + pos, v = memory
         ca = PR + f"transformer_cross_attention_layers.{i}."
-        output = _layer_norm(output + _mha(output + qpos, srcs[level] + poss[level], srcs[level], sd,
-                                           ca + "multihead_attn.", n_heads, attn), sd, ca + "norm.")
+        output = _layer_norm(
+            output
+            + _mha(
+                output + qpos,
+                srcs[level] + poss[level],
+                srcs[level],
+                sd,
+                ca + "multihead_attn.",
+                n_heads,
+                attn,
+            ),
+            sd,
+            ca + "norm.",
+        )
         # self-attention (post-norm) within each query group separately: q = k = tgt + pos, v = tgt
         sa = PR + f"transformer_self_attention_layers.{i}."
         parts = []
         for n in range(len(qdims) - 1):
-            t, qp = output[qdims[n]:qdims[n + 1]], qpos[qdims[n]:qdims[n + 1]]
-            parts.append(_layer_norm(t + _mha(t + qp, t + qp, t, sd, sa + "self_attn.", n_heads, None),
-                                     sd, sa + "norm."))
+            t, qp = output[qdims[n] : qdims[n + 1]], qpos[qdims[n] : qdims[n + 1]]
+            parts.append(
+                _layer_norm(
+                    t + _mha(t + qp, t + qp, t, sd, sa + "self_attn.", n_heads, None),
+                    sd,
+                    sa + "norm.",
+                )
+            )
         output = torch.cat(parts)
         # FFN (post-norm): linear1 -> relu -> linear2, add, norm
         fp = PR + f"transformer_ffn_layers.{i}."
-        ffn = F.linear(F.relu(F.linear(output, sd[fp + "linear1.weight"], sd[fp + "linear1.bias"])),
-                       sd[fp + "linear2.weight"], sd[fp + "linear2.bias"])
+        ffn = F.linear(
+            F.relu(F.linear(output, sd[fp + "linear1.weight"], sd[fp + "linear1.bias"])),
+            sd[fp + "linear2.weight"],
+            sd[fp + "linear2.bias"],
+        )
         output = _layer_norm(output + ffn, sd, fp + "norm.")
         logits, masks, attn = heads(output, sizes[(i + 1) % len(srcs)])
         predictions.append((logits, masks))
     # the last attention mask is built but never used: its margin does not count
-    return {"predictions": predictions, "attn_margin": min(margins[:-1]), "qdims": qdims, "classes": classes,
-            "deltas": deltas, **stats}
+    return {
+        "predictions": predictions,
+        "attn_margin": min(margins[:-1]),
+        "qdims": qdims,
+        "classes": classes,
+        "deltas": deltas,
+        **stats,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -437,8 +565,13 @@ def _kept_queries(mask_cls: Tensor, mask_pred: Tensor, object_mask_threshold: fl
     return keep, scores[keep], labels[keep], probs[keep]
 
 
-def panoptic_inference(mask_cls: Tensor, mask_pred: Tensor, thing_ids: set[int],
-                       object_mask_threshold: float = 0.0, overlap_threshold: float = 0.0) -> dict:
+def panoptic_inference(
+    mask_cls: Tensor,
+    mask_pred: Tensor,
+    thing_ids: set[int],
+    object_mask_threshold: float = 0.0,
+    overlap_threshold: float = 0.0,
+) -> dict:
     """One image: mask_cls (Q, C+1) logits, mask_pred (Q, H, W) logits at the output size.
 
     Returns the official (panoptic_seg, segments_info) plus decision margins (not official):
@@ -447,14 +580,22 @@ def panoptic_inference(mask_cls: Tensor, mask_pred: Tensor, thing_ids: set[int],
     score*prob among kept queries) and |prob of the best - 0.5|; counts "merged" (stuff queries
     joining a segment) and "dropped_overlap" (queries dropped by overlap_threshold)."""
     top2 = mask_cls.topk(2, dim=-1).values
-    keep, cur_scores, cur_classes, cur_masks = _kept_queries(mask_cls, mask_pred, object_mask_threshold)
+    keep, cur_scores, cur_classes, cur_masks = _kept_queries(
+        mask_cls, mask_pred, object_mask_threshold
+    )
     probs = mask_pred.sigmoid()
     h, w = probs.shape[-2:]
     panoptic = torch.zeros((h, w), dtype=torch.int32)
     segments: list[dict] = []
-    out = {"panoptic_seg": panoptic, "segments_info": segments, "kept": keep.nonzero().flatten(),
-           "label_margin": top2[:, 0] - top2[:, 1], "merged": 0, "dropped_overlap": 0,
-           "pixel_margin": torch.full((h, w), math.inf, dtype=probs.dtype)}
+    out = {
+        "panoptic_seg": panoptic,
+        "segments_info": segments,
+        "kept": keep.nonzero().flatten(),
+        "label_margin": top2[:, 0] - top2[:, 1],
+        "merged": 0,
+        "dropped_overlap": 0,
+        "pixel_margin": torch.full((h, w), math.inf, dtype=probs.dtype),
+    }
     if cur_masks.shape[0] == 0:
         return out
     prob_masks = cur_scores.view(-1, 1, 1) * cur_masks
@@ -485,16 +626,28 @@ def panoptic_inference(mask_cls: Tensor, mask_pred: Tensor, thing_ids: set[int],
                 stuff_memory[pred_class] = current_id + 1
             current_id += 1
             panoptic[mask] = current_id
-            segments.append({"id": current_id, "isthing": bool(isthing), "category_id": pred_class,
-                             "score": float(cur_scores[k])})  # score: ours reports it, not official
+            segments.append(
+                {
+                    "id": current_id,
+                    "isthing": bool(isthing),
+                    "category_id": pred_class,
+                    "score": float(cur_scores[k]),
+                }
+            )  # score: ours reports it, not official
     return out
 
 
-def semantic_inference(mask_cls: Tensor, mask_pred: Tensor, object_mask_threshold: float = 0.0,
-                       overlap_threshold: float = 0.0) -> Tensor:
+def semantic_inference(
+    mask_cls: Tensor,
+    mask_pred: Tensor,
+    object_mask_threshold: float = 0.0,
+    overlap_threshold: float = 0.0,
+) -> Tensor:
     """semantic_inference (mask_bg False, softcls False): one-hot (C+1, H, W) of label + 1 of the
     owning query, channel 0 = unassigned."""
-    _, cur_scores, cur_classes, cur_masks = _kept_queries(mask_cls, mask_pred, object_mask_threshold)
+    _, cur_scores, cur_classes, cur_masks = _kept_queries(
+        mask_cls, mask_pred, object_mask_threshold
+    )
     h, w = mask_pred.shape[-2:]
     semseg = torch.zeros((h, w), dtype=torch.long)
     if cur_masks.shape[0] > 0:
@@ -510,9 +663,15 @@ def semantic_inference(mask_cls: Tensor, mask_pred: Tensor, object_mask_threshol
     return F.one_hot(semseg, mask_cls.shape[-1]).permute(2, 0, 1).to(mask_pred.dtype)
 
 
-def postprocess(pred_logits: Tensor, pred_masks: Tensor, padded_size: tuple[int, int],
-                image_sizes: list[tuple[int, int]], output_sizes: list[tuple[int, int]],
-                thing_ids: set[int], **thresholds) -> list[dict]:
+def postprocess(
+    pred_logits: Tensor,
+    pred_masks: Tensor,
+    padded_size: tuple[int, int],
+    image_sizes: list[tuple[int, int]],
+    output_sizes: list[tuple[int, int]],
+    thing_ids: set[int],
+    **thresholds,
+) -> list[dict]:
     """forward_inference: masks of the whole batch upsampled bilinearly (align_corners False) to the
     padded input size; per image, sem_seg_postprocess (crop to the image size, bilinear resize to the
     output size), then panoptic_inference and semantic_inference."""
@@ -530,10 +689,18 @@ def postprocess(pred_logits: Tensor, pred_masks: Tensor, padded_size: tuple[int,
 # ----------------------------------------------------------------------------------------------
 # whole inference
 # ----------------------------------------------------------------------------------------------
-def official_inference(images: list[Tensor], state: State, *, num_heads: int,
-                       deltas: list[float] | float | None, thing_ids: set[int],
-                       output_sizes: list[tuple[int, int]] | None = None, dtype=torch.float64,
-                       batch: Tensor | None = None, **thresholds) -> dict:
+def official_inference(
+    images: list[Tensor],
+    state: State,
+    *,
+    num_heads: int,
+    deltas: list[float] | float | None,
+    thing_ids: set[int],
+    output_sizes: list[tuple[int, int]] | None = None,
+    dtype=torch.float64,
+    batch: Tensor | None = None,
+    **thresholds,
+) -> dict:
     """MaskFormer.forward in eval for a list of (3, H, W) 0..255 RGB images.
 
     `num_heads`: MODEL.MASK_FORMER.NHEADS (the deformable encoder uses it too: from_config passes
@@ -550,8 +717,23 @@ def official_inference(images: list[Tensor], state: State, *, num_heads: int,
         mask_features, multi_scale = pixel_decoder(features, sd, num_heads)
         dec = decoder(multi_scale, mask_features, sd, num_heads, deltas)
         logits, masks = dec["predictions"][-1]
-        results = postprocess(logits, masks, tuple(pre.shape[-2:]), sizes, output_sizes or sizes,
-                              thing_ids, **thresholds)
-    return {"batch": pre, "image_sizes": sizes, "features": features, "mask_features": mask_features,
-            "multi_scale": multi_scale, **dec, "pred_logits": logits, "pred_masks": masks,
-            "results": results}
+        results = postprocess(
+            logits,
+            masks,
+            tuple(pre.shape[-2:]),
+            sizes,
+            output_sizes or sizes,
+            thing_ids,
+            **thresholds,
+        )
+    return {
+        "batch": pre,
+        "image_sizes": sizes,
+        "features": features,
+        "mask_features": mask_features,
+        "multi_scale": multi_scale,
+        **dec,
+        "pred_logits": logits,
+        "pred_masks": masks,
+        "results": results,
+    }

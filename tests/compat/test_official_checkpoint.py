@@ -33,9 +33,11 @@ def official(tmp_path_factory):
             p.add_(torch.randn_like(p) * 0.05)
     model.eval()
     state = {k: v for k, v in model.state_dict().items() if k != "thing_mask"}
-    extra = {"criterion.empty_weight": torch.ones(71),
-             "pixel_mean": torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1),
-             "pixel_std": torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)}
+    extra = {
+        "criterion.empty_weight": torch.ones(71),
+        "pixel_mean": torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1),
+        "pixel_std": torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1),
+    }
     pth = root / "model_final.pth"
     torch.save({"model": {**state, **extra}, "iteration": 32000}, pth)
     pkl = root / "model_final.pkl"
@@ -45,8 +47,16 @@ def official(tmp_path_factory):
     images = [torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8)]
     with torch.no_grad():
         ref = model(images)
-    return {"root": root, "cfg": cfg_path, "pth": pth, "pkl": pkl, "state": state, "model": model,
-            "images": images, "ref": ref}
+    return {
+        "root": root,
+        "cfg": cfg_path,
+        "pth": pth,
+        "pkl": pkl,
+        "state": state,
+        "model": model,
+        "images": images,
+        "ref": ref,
+    }
 
 
 def test_official_key_layout(official):
@@ -61,13 +71,16 @@ def test_official_key_layout(official):
         "sem_seg_head.pixel_decoder.input_proj.0.0.weight": (32, 128, 1, 1),
         "sem_seg_head.pixel_decoder.input_proj.0.1.weight": (32,),
         "sem_seg_head.pixel_decoder.transformer.level_embed": (3, 32),
-        "sem_seg_head.pixel_decoder.transformer.encoder.layers.0.self_attn.sampling_offsets.weight":
-            (2 * 3 * 4 * 2, 32),
+        "sem_seg_head.pixel_decoder.transformer.encoder.layers.0.self_attn.sampling_offsets.weight": (
+            2 * 3 * 4 * 2,
+            32,
+        ),
         "sem_seg_head.pixel_decoder.transformer.encoder.layers.0.linear1.weight": (1024, 32),
         "sem_seg_head.pixel_decoder.adapter_1.weight": (32, 16, 1, 1),
         "sem_seg_head.pixel_decoder.layer_1.norm.weight": (32,),
         "sem_seg_head.pixel_decoder.mask_features.weight": (16, 32, 1, 1),
-        p + "query_feat.weight": (50, 32), p + "query_embed.weight": (50, 32),
+        p + "query_feat.weight": (50, 32),
+        p + "query_embed.weight": (50, 32),
         p + "level_embed.weight": (3, 32),
         p + "transformer_self_attention_layers.2.self_attn.in_proj_weight": (96, 32),
         p + "transformer_cross_attention_layers.0.multihead_attn.out_proj.weight": (32, 32),
@@ -121,8 +134,10 @@ def test_missing_extra_and_misshaped_keys_are_listed(official, tmp_path):
         load_official(_save(tmp_path, state), official["cfg"], OPTS)
     assert gone in str(e.value) and "missing" in str(e.value)
 
-    state = {**official["state"], "sem_seg_head.predictor.prompt_no_obj_embed.0.layers.0.weight":
-             torch.zeros(32, 32)}
+    state = {
+        **official["state"],
+        "sem_seg_head.predictor.prompt_no_obj_embed.0.layers.0.weight": torch.zeros(32, 32),
+    }
     with pytest.raises(CheckpointError) as e:
         load_official(_save(tmp_path, state), official["cfg"], OPTS)
     assert "prompt_no_obj_embed.0.layers.0.weight" in str(e.value) and "unexpected" in str(e.value)
@@ -136,7 +151,9 @@ def test_missing_extra_and_misshaped_keys_are_listed(official, tmp_path):
 
     # a checkpoint of another step does not fit silently
     with pytest.raises(CheckpointError, match="prompt_feat.1.weight"):
-        load_official(official["pth"], official["cfg"], eval_opts(NAME) + TINY_OPTS + ["CONT.TASK", "1"])
+        load_official(
+            official["pth"], official["cfg"], eval_opts(NAME) + TINY_OPTS + ["CONT.TASK", "1"]
+        )
 
     state = {**official["state"], "pixel_mean": torch.zeros(3, 1, 1)}
     with pytest.raises(CheckpointError, match="pixel_mean"):
@@ -154,8 +171,16 @@ def test_import_official_round_trip(official, tmp_path, capsys):
     from eclipse_seg.engine.build import load_model
 
     out = tmp_path / "ours.pt"
-    argv = ["--weights", str(official["pth"]), "--config", str(official["cfg"]), "--output", str(out),
-            "--opts", *OPTS]
+    argv = [
+        "--weights",
+        str(official["pth"]),
+        "--config",
+        str(official["cfg"]),
+        "--output",
+        str(out),
+        "--opts",
+        *OPTS,
+    ]
     assert main(["import-official", *argv]) == 0
     assert "step 2" in capsys.readouterr().out
     model, cfg, scenario, step, method = load_model(out)
@@ -175,9 +200,20 @@ def test_import_official_round_trip(official, tmp_path, capsys):
 
 def test_model_zoo_linear_classifier_is_split(official, tmp_path):
     """A Mask2Former model-zoo checkpoint: one linear class_embed (C+1 rows, no-object last)."""
-    opts = TINY_OPTS + ["CONT.BASE_CLS", "100", "CONT.INC_CLS", "5", "CONT.TASK", "0",
-                        "CONT.NUM_PROMPTS", "0", "CONT.SOFTCLS", "False",
-                        "MODEL.MASK_FORMER.TEST.MASK_BG", "False"]
+    opts = TINY_OPTS + [
+        "CONT.BASE_CLS",
+        "100",
+        "CONT.INC_CLS",
+        "5",
+        "CONT.TASK",
+        "0",
+        "CONT.NUM_PROMPTS",
+        "0",
+        "CONT.SOFTCLS",
+        "False",
+        "MODEL.MASK_FORMER.TEST.MASK_BG",
+        "False",
+    ]
     model, *_ = build_official(official["cfg"], opts)
     model.eval()
     state = {k: v for k, v in model.state_dict().items() if k != "thing_mask"}
@@ -186,11 +222,21 @@ def test_model_zoo_linear_classifier_is_split(official, tmp_path):
     b = torch.cat([state.pop(p + "cls.1.bias"), state.pop(p + "cls.0.bias")])
     pkl = tmp_path / "zoo.pkl"
     with open(pkl, "wb") as f:
-        pickle.dump({"model": {**{k: v.numpy() for k, v in state.items()},
-                               p + "weight": w.numpy(), p + "bias": b.numpy()}}, f)
+        pickle.dump(
+            {
+                "model": {
+                    **{k: v.numpy() for k, v in state.items()},
+                    p + "weight": w.numpy(),
+                    p + "bias": b.numpy(),
+                }
+            },
+            f,
+        )
     loaded = load_official(pkl, official["cfg"], opts)
     with torch.no_grad():
-        assert torch.equal(loaded(official["images"]).pred_logits, model(official["images"]).pred_logits)
+        assert torch.equal(
+            loaded(official["images"]).pred_logits, model(official["images"]).pred_logits
+        )
 
 
 # ---- thing / stuff lookup: ours by class id, the official one by position (docs/design.md §7) -----------
@@ -210,10 +256,15 @@ def test_official_thing_lookup_differs_for_coco_order_c():
     official = _thing_labels("coco", order, official_thing_lookup=True)
     assert len(correct) == 80 and official == set(range(79))
     # hand-checked (label, 1-based contiguous id in order "c", name, is a thing)
-    for label, cid, name, thing in [(0, 1, "person", True), (6, 88, "floor-wood", False),
-                                    (8, 126, "grass-merged", False), (78, 115, "window-blind", False),
-                                    (79, 28, "tie", True), (82, 62, "toilet", True),
-                                    (132, 4, "motorcycle", True)]:
+    for label, cid, name, thing in [
+        (0, 1, "person", True),
+        (6, 88, "floor-wood", False),
+        (8, 126, "grass-merged", False),
+        (78, 115, "window-blind", False),
+        (79, 28, "tie", True),
+        (82, 62, "toilet", True),
+        (132, 4, "motorcycle", True),
+    ]:
         assert (order[label], names[cid]) == (cid, name)
         assert (label in correct) == thing
         assert (label in official) == (label <= 78)
@@ -246,11 +297,28 @@ def test_import_official_thing_lookup_flag(official, tmp_path):
     from eclipse_seg.engine.checkpoint import load_checkpoint
 
     out = tmp_path / "ours.pt"
-    base = ["--weights", str(official["pth"]), "--config", str(official["cfg"]), "--output", str(out)]
+    base = [
+        "--weights",
+        str(official["pth"]),
+        "--config",
+        str(official["cfg"]),
+        "--output",
+        str(out),
+    ]
     assert main(["import-official", *base, "--official-thing-lookup", "--opts", *OPTS]) == 0
     assert load_checkpoint(out)["manifest"]["imported_from"]["official_thing_lookup"] is True
     # ADE's identity order: the same flags as the catalog lookup
     catalog_flags = load_official(official["pth"], official["cfg"], OPTS).thing_mask
     assert torch.equal(load_model(out)[0].thing_mask, catalog_flags)
     with pytest.raises(SystemExit):
-        main(["import-official", *base, "--thing-classes", "0", "--official-thing-lookup", "--opts", *OPTS])
+        main(
+            [
+                "import-official",
+                *base,
+                "--thing-classes",
+                "0",
+                "--official-thing-lookup",
+                "--opts",
+                *OPTS,
+            ]
+        )

@@ -23,21 +23,99 @@ from eclipse_seg.model.decoder import manipulate_logits
 
 NAME = "ade_ps 50-20"  # 50 base queries, 20 prompts per step
 # step 2: base + 2 prompt groups; 5 decoder layers (levels wrap around), 2 encoder layers
-BASE_OPTS = eval_opts(NAME) + TINY_OPTS + [
-    "CONT.TASK", "2", "MODEL.MASK_FORMER.DEC_LAYERS", "6", "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "2"]
+BASE_OPTS = (
+    eval_opts(NAME)
+    + TINY_OPTS
+    + [
+        "CONT.TASK",
+        "2",
+        "MODEL.MASK_FORMER.DEC_LAYERS",
+        "6",
+        "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS",
+        "2",
+    ]
+)
 # the other official options: linear class heads without bias, one prompt embedding for all layers,
 # the decoder's 1x1 input projections, a ResNeXt-style grouped 3x3 conv
-SHALLOW_OPTS = ["CONT.DEEP_CLS", "False", "CONT.USE_BIAS", "False", "CONT.PROMPT_DEEP", "False",
-                "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ", "True", "MODEL.RESNETS.NUM_GROUPS", "2"]
+SHALLOW_OPTS = [
+    "CONT.DEEP_CLS",
+    "False",
+    "CONT.USE_BIAS",
+    "False",
+    "CONT.PROMPT_DEEP",
+    "False",
+    "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ",
+    "True",
+    "MODEL.RESNETS.NUM_GROUPS",
+    "2",
+]
 NUM_HEADS = 2  # MODEL.MASK_FORMER.NHEADS of TINY_OPTS
 IMAGE_SIZES = [(61, 83), (45, 70)]  # -> padded to 64 x 96
 OUTPUT_SIZES = [(75, 101), (45, 70)]  # the first resized after cropping (sem_seg_postprocess)
 
 # ECLIPSE register_myade20k_panoptic.py: ADE20K ids (0-based, before its `id += 1`) of thing classes;
 # panoptic_inference tests `label + 1 in thing_dataset_id_to_contiguous_id.values()` = these ids + 1
-ADE_THINGS_0BASED = [7, 8, 10, 12, 14, 15, 18, 19, 20, 22, 23, 24, 27, 30, 31, 32, 33, 35, 36, 37, 38,
-                     39, 41, 42, 43, 44, 45, 47, 49, 50, 53, 55, 56, 57, 58, 62, 64, 65, 66, 67, 69,
-                     70, 71, 72, 73, 74, 75, 76, 78, 80, 81, 82, 83, 85, 86, 87, 88, 89, 90]
+ADE_THINGS_0BASED = [
+    7,
+    8,
+    10,
+    12,
+    14,
+    15,
+    18,
+    19,
+    20,
+    22,
+    23,
+    24,
+    27,
+    30,
+    31,
+    32,
+    33,
+    35,
+    36,
+    37,
+    38,
+    39,
+    41,
+    42,
+    43,
+    44,
+    45,
+    47,
+    49,
+    50,
+    53,
+    55,
+    56,
+    57,
+    58,
+    62,
+    64,
+    65,
+    66,
+    67,
+    69,
+    70,
+    71,
+    72,
+    73,
+    74,
+    75,
+    76,
+    78,
+    80,
+    81,
+    82,
+    83,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
+]
 ADE_THING_IDS = {i + 1 for i in ADE_THINGS_0BASED}
 
 LOGIT_TOL, MASK_TOL = 1e-4, 2e-4  # float32 model against the float64 reference
@@ -68,12 +146,17 @@ def _perturb(state: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tenso
             out[k] = v + 0.05 * n
     p = "sem_seg_head.predictor."
     for h, shift in enumerate(HEAD_SHIFT):
-        last = p + (f"class_embed.cls.{h}.layers.2." if p + f"class_embed.cls.{h}.layers.2.weight" in out
-                    else f"class_embed.cls.{h}.")
+        last = p + (
+            f"class_embed.cls.{h}.layers.2."
+            if p + f"class_embed.cls.{h}.layers.2.weight" in out
+            else f"class_embed.cls.{h}."
+        )
         out[last + "weight"] = out[last + "weight"] * HEAD_SCALE
         if last + "bias" in out:
             out[last + "bias"] = out[last + "bias"] - shift
-    return {k: v * MASK_SCALE if "mask_embed" in k and ".layers.2." in k else v for k, v in out.items()}
+    return {
+        k: v * MASK_SCALE if "mask_embed" in k and ".layers.2." in k else v for k, v in out.items()
+    }
 
 
 def _make_case(root, opts: list[str]) -> dict:
@@ -85,7 +168,9 @@ def _make_case(root, opts: list[str]) -> dict:
     pth = root / "model_final.pth"
     torch.save({"model": state, "iteration": 1}, pth)
     g = torch.Generator().manual_seed(2)
-    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in IMAGE_SIZES]
+    images = [
+        torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in IMAGE_SIZES
+    ]
     return {"cfg": cfg, "opts": opts, "pth": pth, "state": state, "images": images}
 
 
@@ -100,23 +185,35 @@ def shallow_case(tmp_path_factory):
 
 
 def _load(case: dict, deltas: str):
-    return load_official(case["pth"], case["cfg"], case["opts"] + ["CONT.LOGIT_MANI_DELTAS", deltas])
+    return load_official(
+        case["pth"], case["cfg"], case["opts"] + ["CONT.LOGIT_MANI_DELTAS", deltas]
+    )
 
 
 def _reference(case: dict, deltas: list[float], batch=None) -> dict:
-    return ref.official_inference(case["images"], case["state"], num_heads=NUM_HEADS, deltas=deltas,
-                                  thing_ids=ADE_THING_IDS, output_sizes=OUTPUT_SIZES, batch=batch)
+    return ref.official_inference(
+        case["images"],
+        case["state"],
+        num_heads=NUM_HEADS,
+        deltas=deltas,
+        thing_ids=ADE_THING_IDS,
+        output_sizes=OUTPUT_SIZES,
+        batch=batch,
+    )
 
 
 def _assert_close(ours: torch.Tensor, theirs: torch.Tensor, atol: float, what: str) -> None:
     diff = (ours.double() - theirs.double()).abs().max().item()
-    assert ours.shape == theirs.shape and diff <= atol, f"{what}: max |ours - official| = {diff:.3g} > {atol}"
+    assert ours.shape == theirs.shape and diff <= atol, (
+        f"{what}: max |ours - official| = {diff:.3g} > {atol}"
+    )
 
 
 def _assert_predictions(ours_out, reference: dict, logit_tol: float, mask_tol: float) -> None:
     """Every layer's prediction (the first on the learnable queries), logits after manipulation."""
     ours = [(p.pred_logits, p.pred_masks) for p in ours_out.aux_outputs] + [
-        (ours_out.pred_logits, ours_out.pred_masks)]
+        (ours_out.pred_logits, ours_out.pred_masks)
+    ]
     assert len(ours) == len(reference["predictions"])
     for i, ((ol, om), (rl, rm)) in enumerate(zip(ours, reference["predictions"])):
         _assert_close(ol, rl, logit_tol, f"layer {i} pred_logits")
@@ -141,8 +238,9 @@ def _assert_panoptic(ours: list[dict], reference: dict) -> None:
         bad = (o["panoptic_seg"] != r["panoptic_seg"]) & clear
         assert not bad.any(), f"image {i}: panoptic ids differ at {int(bad.sum())} pixels"
         keys = ("id", "category_id", "isthing")
-        assert [{k: s[k] for k in keys} for s in o["segments_info"]] == \
-            [{k: s[k] for k in keys} for s in r["segments_info"]], f"image {i}: segments_info"
+        assert [{k: s[k] for k in keys} for s in o["segments_info"]] == [
+            {k: s[k] for k in keys} for s in r["segments_info"]
+        ], f"image {i}: segments_info"
         for so, sr in zip(o["segments_info"], r["segments_info"]):
             assert so["score"] == pytest.approx(sr["score"], abs=1e-5)
         # official semantic output: one-hot of label + 1, channel 0 = unassigned; ours 255 there
@@ -152,8 +250,11 @@ def _assert_panoptic(ours: list[dict], reference: dict) -> None:
 
 
 # every sign of delta among the groups; a short list (padded with its last value); a long one (cut)
-DELTAS = [("[0.5,0.0,-0.6]", [0.5, 0.0, -0.6]), ("[0.3,-0.5]", [0.3, -0.5]),
-          ("[-0.2,0.7,0.0,0.9]", [-0.2, 0.7, 0.0, 0.9])]
+DELTAS = [
+    ("[0.5,0.0,-0.6]", [0.5, 0.0, -0.6]),
+    ("[0.3,-0.5]", [0.3, -0.5]),
+    ("[-0.2,0.7,0.0,0.9]", [-0.2, 0.7, 0.0, 0.9]),
+]
 
 
 @pytest.mark.parametrize("text,deltas", DELTAS)
@@ -203,8 +304,11 @@ def test_float64_model_matches_reference_tightly(deep_case, monkeypatch):
     reference = _reference(case, deltas)
     to_float = torch.Tensor.float
     # (kept for the rest of the test: our post-processing's `.float()` stays in float64 too)
-    monkeypatch.setattr(torch.Tensor, "float",
-                        lambda self, *a, **k: self if self.dtype == torch.float64 else to_float(self, *a, **k))
+    monkeypatch.setattr(
+        torch.Tensor,
+        "float",
+        lambda self, *a, **k: self if self.dtype == torch.float64 else to_float(self, *a, **k),
+    )
     with torch.no_grad():
         batch = reference["batch"]  # preprocessing: see test_preprocessing_matches_reference
         features = model.backbone(batch)
@@ -217,8 +321,17 @@ def test_float64_model_matches_reference_tightly(deep_case, monkeypatch):
         _assert_close(a, b, F64_TOL, f"multi-scale feature {i} (coarsest first)")
     _assert_predictions(out, reference, F64_TOL, F64_TOL)
     padded = tuple(batch.shape[-2:])
-    ours = [postprocess(out.pred_logits[i], out.pred_masks[i], padded, IMAGE_SIZES[i], OUTPUT_SIZES[i],
-                        model.thing_mask) for i in range(len(IMAGE_SIZES))]
+    ours = [
+        postprocess(
+            out.pred_logits[i],
+            out.pred_masks[i],
+            padded,
+            IMAGE_SIZES[i],
+            OUTPUT_SIZES[i],
+            model.thing_mask,
+        )
+        for i in range(len(IMAGE_SIZES))
+    ]
     _assert_panoptic(ours, reference)
 
 
@@ -247,7 +360,9 @@ def test_preprocessing_matches_reference(deep_case):
     assert (ours[1, :, 45:] == 0).all() and (ours[0, :, :, 83:] == 0).all()
 
 
-@pytest.mark.parametrize("deltas", [[0.5, 0.0, -0.6], [-0.3, 0.8, 0.2], [0.0, 0.0, 0.0], [0.9, -0.9, 0.4]])
+@pytest.mark.parametrize(
+    "deltas", [[0.5, 0.0, -0.6], [-0.3, 0.8, 0.2], [0.0, 0.0, 0.0], [0.9, -0.9, 0.4]]
+)
 def test_logit_manipulation_matches_official_rule(deltas):
     """Ours (vectorised) against the official in-place loop over groups, on logits whose evidence
     sums cover both the clamped (> 1) and the unclamped range."""
@@ -257,16 +372,22 @@ def test_logit_manipulation_matches_official_rule(deltas):
     theirs = ref.manipulate_logits(logits, [0, 5, 8, 12], classes, deltas)
     query_group = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
     col_group = torch.repeat_interleave(torch.arange(3), torch.tensor(classes))
-    ours = manipulate_logits(logits, query_group, col_group, torch.tensor(deltas, dtype=torch.float64))
+    ours = manipulate_logits(
+        logits, query_group, col_group, torch.tensor(deltas, dtype=torch.float64)
+    )
     _assert_close(ours, theirs, 1e-12, f"manipulated logits, deltas {deltas}")
-    evidence_sums = [(logits[:, :5, 6:-1].sigmoid().sum(-1)), (logits[:, 5:8, :6].sigmoid().sum(-1))]
+    evidence_sums = [
+        (logits[:, :5, 6:-1].sigmoid().sum(-1)),
+        (logits[:, 5:8, :6].sigmoid().sum(-1)),
+    ]
     assert any((s < 1).any() for s in evidence_sums) and any((s > 1).any() for s in evidence_sums)
 
 
 def _blob_masks(g: torch.Generator, q: int, h: int, w: int) -> torch.Tensor:
     """(Q, h, w) mask logits of random discs: crisp, overlapping, varied sizes."""
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     cy, cx = torch.rand(q, 1, 1, generator=g) * h, torch.rand(q, 1, 1, generator=g) * w
     r = 1.5 + torch.rand(q, 1, 1, generator=g) * h / 4
     return (r - ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt()) * 2.0
@@ -286,11 +407,21 @@ def test_postprocessing_matches_official_rules(thresholds):
     masks = _blob_masks(g, q, 12, 16)
     padded, image, output = (48, 64), (45, 59), (60, 80)
     thresh = {"object_mask_threshold": object_thr, "overlap_threshold": overlap_thr}
-    theirs = ref.postprocess(logits[None], masks[None], padded, [image], [output],
-                             {i + 1 for i in range(c) if thing_mask[i]}, **thresh)
+    theirs = ref.postprocess(
+        logits[None],
+        masks[None],
+        padded,
+        [image],
+        [output],
+        {i + 1 for i in range(c) if thing_mask[i]},
+        **thresh,
+    )
     ours = postprocess(logits, masks, padded, image, output, thing_mask, **thresh)
     r = theirs[0]
-    assert len(r["segments_info"]) >= 3 and {s["isthing"] for s in r["segments_info"]} == {True, False}
+    assert len(r["segments_info"]) >= 3 and {s["isthing"] for s in r["segments_info"]} == {
+        True,
+        False,
+    }
     if overlap_thr > 0:  # some queries fall to each threshold
         assert r["dropped_overlap"] > 0
         scores, labels = logits.sigmoid().max(-1)
@@ -302,7 +433,8 @@ def test_postprocessing_matches_official_rules(thresholds):
     assert clear.float().mean() > 0.99
     assert not ((ours["panoptic_seg"] != r["panoptic_seg"]) & clear).any()
     keys = ("id", "category_id", "isthing")
-    assert [{k: s[k] for k in keys} for s in ours["segments_info"]] == \
-        [{k: s[k] for k in keys} for s in r["segments_info"]]
+    assert [{k: s[k] for k in keys} for s in ours["segments_info"]] == [
+        {k: s[k] for k in keys} for s in r["segments_info"]
+    ]
     ours_sem = torch.where(ours["sem_seg"] == 255, -1, ours["sem_seg"])
     assert not ((ours_sem != r["sem_seg"].argmax(0) - 1) & clear).any()

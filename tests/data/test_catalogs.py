@@ -11,7 +11,11 @@ def test_ade20k_catalog():
     assert [c["panoptic_json_id"] for c in cats] == list(range(150))
     # Mask2Former's ADE20K_150_CATEGORIES: 100 things, 50 stuff
     assert sum(c["isthing"] for c in cats) == 100
-    assert cats[0]["name"] == "wall" and cats[0]["isthing"] == 0 and cats[0]["color"] == [120, 120, 120]
+    assert (
+        cats[0]["name"] == "wall"
+        and cats[0]["isthing"] == 0
+        and cats[0]["color"] == [120, 120, 120]
+    )
     assert cats[12]["name"] == "person" and cats[12]["isthing"] == 1
     assert cats[-1]["name"] == "flag" and cats[-1]["color"] == [92, 0, 255]
     for c in cats:

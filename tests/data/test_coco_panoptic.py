@@ -45,8 +45,14 @@ def make_dataset(root: Path, n: int = 2, seg_cats=None):
         img = np.random.default_rng(k).integers(0, 255, (H, W, 3), dtype=np.uint8)
         Image.fromarray(img).save(root / "images" / f"im{k}.png")
         images.append({"id": k, "file_name": f"im{k}.png", "height": H, "width": W})
-        anns.append({"image_id": k, "file_name": f"im{k}.png",
-                     "segments_info": segments_from_id_map(ids, s2c), "_id_map": ids})
+        anns.append(
+            {
+                "image_id": k,
+                "file_name": f"im{k}.png",
+                "segments_info": segments_from_id_map(ids, s2c),
+                "_id_map": ids,
+            }
+        )
     write_coco_panoptic(root / "pan.json", root / "pan", images, anns, CATS)
     return root / "pan.json", root / "pan", root / "images"
 
@@ -137,14 +143,23 @@ def test_missing_json_and_corrupt_json(tmp_path):
         (lambda d: d.pop("categories"), r"categories: missing"),
         (lambda d: d["images"][1].pop("height"), r"images\[1\]\.height: missing"),
         (lambda d: d["images"][0].update(width="8"), r"images\[0\]\.width: expected a positive"),
-        (lambda d: d["annotations"][1]["segments_info"][1].pop("category_id"),
-         r"annotations\[1\]\.segments_info\[1\]\.category_id: missing"),
-        (lambda d: d["annotations"][0]["segments_info"][2].update(category_id=55),
-         r"annotations\[0\]\.segments_info\[2\]\.category_id: unknown category id 55"),
-        (lambda d: d["annotations"][0].update(image_id=9), r"annotations\[0\]\.image_id: image id 9"),
+        (
+            lambda d: d["annotations"][1]["segments_info"][1].pop("category_id"),
+            r"annotations\[1\]\.segments_info\[1\]\.category_id: missing",
+        ),
+        (
+            lambda d: d["annotations"][0]["segments_info"][2].update(category_id=55),
+            r"annotations\[0\]\.segments_info\[2\]\.category_id: unknown category id 55",
+        ),
+        (
+            lambda d: d["annotations"][0].update(image_id=9),
+            r"annotations\[0\]\.image_id: image id 9",
+        ),
         (lambda d: d["categories"][2].pop("isthing"), r"categories\[2\]\.isthing: missing"),
-        (lambda d: d["annotations"][0]["segments_info"][0].update(iscrowd=2),
-         r"annotations\[0\]\.segments_info\[0\]\.iscrowd: expected 0 or 1"),
+        (
+            lambda d: d["annotations"][0]["segments_info"][0].update(iscrowd=2),
+            r"annotations\[0\]\.segments_info\[0\]\.iscrowd: expected 0 or 1",
+        ),
     ],
 )
 def test_bad_json_fields(tmp_path, mutate, path):
@@ -224,10 +239,10 @@ def test_wrong_png_mode(tmp_path):
 def test_writer_rejects_invalid_json(tmp_path):
     with pytest.raises(DataError, match=r"segments_info\[0\]\.category_id: unknown category id 5"):
         write_coco_panoptic(
-            tmp_path / "x.json", tmp_path / "pan",
+            tmp_path / "x.json",
+            tmp_path / "pan",
             [{"id": 0, "file_name": "a.png", "height": 2, "width": 2}],
-            [{"image_id": 0, "file_name": "a.png",
-              "segments_info": [{"id": 1, "category_id": 5}]}],
+            [{"image_id": 0, "file_name": "a.png", "segments_info": [{"id": 1, "category_id": 5}]}],
             CATS,
         )
     assert not (tmp_path / "x.json").exists()
@@ -235,7 +250,9 @@ def test_writer_rejects_invalid_json(tmp_path):
 
 # ---- the real COCO sample -------------------------------------------------------------------------
 def test_real_coco_sample():
-    ds = CocoPanopticDataset(SAMPLE / "panoptic_examples.json", SAMPLE / "panoptic", SAMPLE / "images")
+    ds = CocoPanopticDataset(
+        SAMPLE / "panoptic_examples.json", SAMPLE / "panoptic", SAMPLE / "images"
+    )
     doc = json.loads((SAMPLE / "panoptic_examples.json").read_text())
     assert len(ds) == len(doc["annotations"]) == 2
     assert len(ds.categories) == 133
@@ -249,9 +266,12 @@ def test_real_coco_sample():
         areas = s.masks.flatten(1).sum(1).tolist()
         assert areas == [seg["area"] for seg in ann["segments_info"]]
         recomputed = segments_from_id_map(
-            s.id_map, {seg["id"]: seg["category_id"] for seg in ann["segments_info"]},
-            iscrowd={seg["id"]: seg["iscrowd"] for seg in ann["segments_info"]})
+            s.id_map,
+            {seg["id"]: seg["category_id"] for seg in ann["segments_info"]},
+            iscrowd={seg["id"]: seg["iscrowd"] for seg in ann["segments_info"]},
+        )
         assert [r["bbox"] for r in recomputed] == [seg["bbox"] for seg in ann["segments_info"]]
         assert s.iscrowd.tolist() == [bool(seg["iscrowd"]) for seg in ann["segments_info"]]
-        assert s.isthing.tolist() == [bool(ds.category_by_id[seg["category_id"]]["isthing"])
-                                      for seg in ann["segments_info"]]
+        assert s.isthing.tolist() == [
+            bool(ds.category_by_id[seg["category_id"]]["isthing"]) for seg in ann["segments_info"]
+        ]

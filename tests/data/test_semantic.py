@@ -79,12 +79,16 @@ def test_as_panoptic_one_segment_per_class(tmp_path):
     from eclipse_seg.data.semantic import SemanticAsPanoptic, semantic_categories
 
     lab = np.array([[0, 1, 1], [3, 0, 1]])
-    ds = SemanticAsPanoptic(SemanticDataset(*make(tmp_path, {"a": lab, "b": np.full((2, 3), 2)})),
-                            semantic_categories("ade20k"))
+    ds = SemanticAsPanoptic(
+        SemanticDataset(*make(tmp_path, {"a": lab, "b": np.full((2, 3), 2)})),
+        semantic_categories("ade20k"),
+    )
     s = ds[0]
     assert s.category_ids.tolist() == [1, 3]  # category id = PNG value = class index + 1
-    assert s.masks.tolist() == [[[False, True, True], [False, False, True]],
-                                [[False, False, False], [True, False, False]]]
+    assert s.masks.tolist() == [
+        [[False, True, True], [False, False, True]],
+        [[False, False, False], [True, False, False]],
+    ]
     assert s.id_map.tolist() == [[0, 1, 1], [3, 0, 1]]  # "other" is void: in no mask
     assert not s.iscrowd.any() and s.isthing.tolist() == [False, False]  # wall, floor: stuff
     assert ds.image_ids_with_any_category([2]) == [1]

@@ -44,10 +44,17 @@ def test_written_dataset_is_valid_coco_panoptic(tiny_data):
         for s in ann["segments_info"]:
             ys, xs = np.nonzero(ids == s["id"])
             assert s["area"] == len(ys)
-            assert s["bbox"] == [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
-                                 int(ys.max() - ys.min() + 1)]
-    ds = CocoPanopticDataset(tiny_data / "train" / "panoptic.json", tiny_data / "train" / "panoptic",
-                             tiny_data / "train" / "images")
+            assert s["bbox"] == [
+                int(xs.min()),
+                int(ys.min()),
+                int(xs.max() - xs.min() + 1),
+                int(ys.max() - ys.min() + 1),
+            ]
+    ds = CocoPanopticDataset(
+        tiny_data / "train" / "panoptic.json",
+        tiny_data / "train" / "panoptic",
+        tiny_data / "train" / "images",
+    )
     sample = ds[0]
     assert sample.image.shape == (3, 64, 64) and sample.masks.shape[1:] == (64, 64)
 
@@ -69,8 +76,11 @@ def test_images_have_instances_occlusion_and_stuff():
 def test_pixel_colour_does_not_separate_thing_classes(tmp_path):
     """Every thing colour is worn by two classes: a per-pixel colour lookup cannot be perfect."""
     make_synthetic(tmp_path, seed=0, num_train=80, num_val=0)
-    ds = CocoPanopticDataset(tmp_path / "train" / "panoptic.json", tmp_path / "train" / "panoptic",
-                             tmp_path / "train" / "images")
+    ds = CocoPanopticDataset(
+        tmp_path / "train" / "panoptic.json",
+        tmp_path / "train" / "panoptic",
+        tmp_path / "train" / "images",
+    )
     thing_ids = {c["id"] for c in SYNTHETIC_CATEGORIES if c["isthing"]}
     classes_per_colour: dict[tuple, set] = {}
     for i in range(len(ds)):

@@ -8,15 +8,23 @@ from PIL import Image
 from eclipse_seg.data.transforms import resize_shortest_edge, shortest_edge_size
 
 
-@pytest.mark.parametrize("hw, short, max_size, expected", [
-    ((480, 640), 800, 1333, (800, 1067)),    # 640 * 800 / 480 = 1066.67
-    ((1000, 200), 800, 1333, (1333, 267)),   # 4000 x 800 capped to 1333: 800 * 1333 / 4000 = 266.6
-    ((512, 683), 512, 2048, (512, 683)),     # already at the short side
-    ((4, 5), 2, 0, (2, 3)),                  # 2.5 rounds up (round() would give 2)
-    ((10, 10), 20, 0, (20, 20)),             # square: both sides
-    ((300, 4000), 640, 2560, (192, 2560)),   # capped by the long side: 640 * 2560 / 8533.3 = 192
-    ((48, 64), 0, 100, (48, 64)),            # short side 0: no resize
-])
+@pytest.mark.parametrize(
+    "hw, short, max_size, expected",
+    [
+        ((480, 640), 800, 1333, (800, 1067)),  # 640 * 800 / 480 = 1066.67
+        (
+            (1000, 200),
+            800,
+            1333,
+            (1333, 267),
+        ),  # 4000 x 800 capped to 1333: 800 * 1333 / 4000 = 266.6
+        ((512, 683), 512, 2048, (512, 683)),  # already at the short side
+        ((4, 5), 2, 0, (2, 3)),  # 2.5 rounds up (round() would give 2)
+        ((10, 10), 20, 0, (20, 20)),  # square: both sides
+        ((300, 4000), 640, 2560, (192, 2560)),  # capped by the long side: 640 * 2560 / 8533.3 = 192
+        ((48, 64), 0, 100, (48, 64)),  # short side 0: no resize
+    ],
+)
 def test_output_size(hw, short, max_size, expected):
     assert shortest_edge_size(*hw, short, max_size) == expected
 

@@ -36,14 +36,29 @@ def state_hash(model: torch.nn.Module) -> str:
 
 
 def _cfg(data_root, out):
-    return load_config(resolve_config("synthetic/base"), TINY_MODEL + [
-        f"data.root={data_root}", f"output_dir={out}", "solver.iterations=3", "continual.iterations=2",
-        "solver.checkpoint_period=2", "solver.log_period=1", "test.batch_size=1"])
+    return load_config(
+        resolve_config("synthetic/base"),
+        TINY_MODEL
+        + [
+            f"data.root={data_root}",
+            f"output_dir={out}",
+            "solver.iterations=3",
+            "continual.iterations=2",
+            "solver.checkpoint_period=2",
+            "solver.log_period=1",
+            "test.batch_size=1",
+        ],
+    )
 
 
 def _worker(rank: int, port: int, data_root: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     td.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
@@ -58,17 +73,30 @@ def _worker(rank: int, port: int, data_root: str, out: str) -> None:
         record = {}
         for step in (0, 1):
             if step == 1:
-                grow_for_step(model, scenario.classes_of_step(1), things, "eclipse",
-                              cfg.continual.num_prompts)
+                grow_for_step(
+                    model, scenario.classes_of_step(1), things, "eclipse", cfg.continual.num_prompts
+                )
             plan = plan_step(cfg, scenario, step, "eclipse")
-            stats = train_step(model, cfg, scenario, plan, train, __import__("pathlib").Path(out)
-                               / f"step_{step}", manifest_for(cfg, scenario, step, "eclipse", model),
-                               progress=False)
+            stats = train_step(
+                model,
+                cfg,
+                scenario,
+                plan,
+                train,
+                __import__("pathlib").Path(out) / f"step_{step}",
+                manifest_for(cfg, scenario, step, "eclipse", model),
+                progress=False,
+            )
             record[f"hash_{step}"] = state_hash(model)
             record[f"iterations_{step}"] = stats["iterations"]
         set_deltas(model, cfg.continual.deltas)
-        summary = evaluate_model(Predictor(model, scenario, TestConfig(batch_size=1)), val, 1,
-                                 max_images=EVAL_IMAGES, progress=False)
+        summary = evaluate_model(
+            Predictor(model, scenario, TestConfig(batch_size=1)),
+            val,
+            1,
+            max_images=EVAL_IMAGES,
+            progress=False,
+        )
         record["summary"] = summary
         if rank == 0:
             torch.save(model.state_dict(), f"{out}/final_state.pt")
@@ -106,6 +134,11 @@ def test_two_ranks_stay_in_sync_and_evaluate_each_image_once(tiny_data, tmp_path
     model = build_model(cfg, scenario, "eclipse", 1, things)
     model.load_state_dict(torch.load(out / "final_state.pt"))
     set_deltas(model, cfg.continual.deltas)
-    single = evaluate_model(Predictor(model, scenario, TestConfig(batch_size=1)), val, 1,
-                            max_images=EVAL_IMAGES, progress=False)
+    single = evaluate_model(
+        Predictor(model, scenario, TestConfig(batch_size=1)),
+        val,
+        1,
+        max_images=EVAL_IMAGES,
+        progress=False,
+    )
     assert json.loads(json.dumps(single)) == r0["summary"]

@@ -22,33 +22,68 @@ from tests.real_layouts import (
     make_coco_panoptic,
 )
 
-SMALL = [*TINY_MODEL, "data.train_short_sides=[64]", "data.train_crop_size=64", "test.min_size=64",
-         "test.max_size=96", "solver.iterations=2", "continual.iterations=2"]
+SMALL = [
+    *TINY_MODEL,
+    "data.train_short_sides=[64]",
+    "data.train_crop_size=64",
+    "test.min_size=64",
+    "test.max_size=96",
+    "solver.iterations=2",
+    "continual.iterations=2",
+]
 SMALL += ["model.backbone.weights=none"]  # tiny widths: no ImageNet file fits; random on purpose
 
 
-@pytest.mark.parametrize("config, make, scenario, metric", [
-    ("ade20k/panoptic_r50", make_ade20k_panoptic, "100-50", "pq"),
-    ("coco/panoptic_r50", make_coco_panoptic, "83-50", "pq"),
-    ("ade20k/semantic_r101", make_ade20k_semantic, "100-50", "miou"),
-])
+@pytest.mark.parametrize(
+    "config, make, scenario, metric",
+    [
+        ("ade20k/panoptic_r50", make_ade20k_panoptic, "100-50", "pq"),
+        ("coco/panoptic_r50", make_coco_panoptic, "83-50", "pq"),
+        ("ade20k/semantic_r101", make_ade20k_semantic, "100-50", "miou"),
+    ],
+)
 @pytest.mark.slow
 def test_train_evaluate_predict(config, make, scenario, metric, tmp_path, monkeypatch):
     data = make(tmp_path / "data")
     monkeypatch.setenv("ECLIPSE_DATA", str(data))
     out = tmp_path / "run"
-    assert main(["train", config, "--output", str(out), "--no-progress", *SMALL,
-                 f"continual.scenario={scenario}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                config,
+                "--output",
+                str(out),
+                "--no-progress",
+                *SMALL,
+                f"continual.scenario={scenario}",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "results.json").read_text())["methods"]["eclipse"]["steps"]
     assert [r["step"] for r in rows] == [0, 1] and rows[1][f"{metric}_old"] is not None
     weights = out / "eclipse" / "step_1" / "final.pt"
-    assert main(["evaluate", "--weights", str(weights), "--no-progress",
-                 "--output", str(tmp_path / "eval.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--weights",
+                str(weights),
+                "--no-progress",
+                "--output",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev["summary"]["num_images"] == 2 and ev["step"][f"{metric}_all"] is not None
     image = next((data).rglob("*.jpg"))
-    assert main(["predict", "--weights", str(weights), str(image), "--output",
-                 str(tmp_path / "pred")]) == 0
+    assert (
+        main(["predict", "--weights", str(weights), str(image), "--output", str(tmp_path / "pred")])
+        == 0
+    )
     # inferred at 64x85 (test.min_size 64), written at the image's own 48x64
     assert Image.open(tmp_path / "pred" / "panoptic" / f"{image.stem}.png").size == SIZE[::-1]
     if metric == "miou":
@@ -85,7 +120,9 @@ def test_semantic_problems_name_file_and_value(tmp_path, monkeypatch, capsys):
     with pytest.raises(DataError, match=r"ADE_train_00000000\.png: label PNG not found for image"):
         preflight(_semantic_cfg("continual.scenario=100-50"))
     Image.fromarray(np.full(SIZE, 200, np.uint8), mode="L").save(labels / "ADE_train_00000000.png")
-    (labels / "ADE_train_00000001.png").write_bytes((labels / "ADE_train_00000002.png").read_bytes()[:40])
+    (labels / "ADE_train_00000001.png").write_bytes(
+        (labels / "ADE_train_00000002.png").read_bytes()[:40]
+    )
     Image.fromarray(np.ones((8, 8), np.uint8), mode="L").save(labels / "ADE_train_00000003.png")
     assert main(["check-data", "ade20k/semantic_r101", "continual.scenario=100-50"]) == 1
     out = capsys.readouterr().out

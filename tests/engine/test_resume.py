@@ -19,7 +19,9 @@ from eclipse_seg.errors import CheckpointError
 
 
 def _setup(tiny_cfg, *extra):
-    cfg = tiny_cfg("solver.iterations=4", "solver.checkpoint_period=2", "solver.log_period=1", *extra)
+    cfg = tiny_cfg(
+        "solver.iterations=4", "solver.checkpoint_period=2", "solver.log_period=1", *extra
+    )
     train, _ = build_datasets(cfg)
     scenario = build_scenario(cfg, train)
     things = {c["id"] for c in train.categories if c["isthing"]}
@@ -45,8 +47,17 @@ def test_resume_is_bitwise_identical(tiny_cfg, tmp_path):
     reference = model.state_dict()
 
     model, manifest = _fresh(cfg, scenario, things)
-    stats = train_step(model, cfg, scenario, plan, train, tmp_path / "b", manifest, progress=False,
-                       max_iterations=3)  # "killed" after iteration 3; last checkpoint at 2
+    stats = train_step(
+        model,
+        cfg,
+        scenario,
+        plan,
+        train,
+        tmp_path / "b",
+        manifest,
+        progress=False,
+        max_iterations=3,
+    )  # "killed" after iteration 3; last checkpoint at 2
     assert not stats["complete"]
     model, manifest = _fresh(cfg, scenario, things)
     stats = train_step(model, cfg, scenario, plan, train, tmp_path / "b", manifest, progress=False)
@@ -62,7 +73,9 @@ def test_corrupt_last_checkpoint_falls_back_to_previous(tiny_cfg, tmp_path):
     cfg, train, scenario, things = _setup(tiny_cfg, "solver.iterations=6")
     plan = plan_step(cfg, scenario, 0, "eclipse")
     model, manifest = _fresh(cfg, scenario, things)
-    train_step(model, cfg, scenario, plan, train, tmp_path, manifest, progress=False, max_iterations=5)
+    train_step(
+        model, cfg, scenario, plan, train, tmp_path, manifest, progress=False, max_iterations=5
+    )
     last = tmp_path / "last.pt"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])  # truncated by a crash of the disk
@@ -79,7 +92,9 @@ def test_checkpoint_of_other_run_is_refused(tiny_cfg, tmp_path):
     cfg, train, scenario, things = _setup(tiny_cfg)
     plan = plan_step(cfg, scenario, 0, "eclipse")
     model, manifest = _fresh(cfg, scenario, things)
-    train_step(model, cfg, scenario, plan, train, tmp_path, manifest, progress=False, max_iterations=2)
+    train_step(
+        model, cfg, scenario, plan, train, tmp_path, manifest, progress=False, max_iterations=2
+    )
     other = dict(manifest, config_hash="something-else")
     with pytest.raises(CheckpointError, match="belongs to another run"):
         train_step(model, cfg, scenario, plan, train, tmp_path, other, progress=False)
@@ -90,15 +105,31 @@ def test_sigkill_mid_step_then_resume_matches_uninterrupted(tiny_data, tmp_path)
     """A real process killed with SIGKILL resumes with `--resume` to the same final weights."""
     from tests.conftest import TINY_MODEL
 
-    common = [sys.executable, "-m", "eclipse_seg", "train", "synthetic/base",
-              "--step", "0", "--no-progress", *TINY_MODEL, f"data.root={tiny_data}",
-              "solver.iterations=40", "solver.checkpoint_period=5", "data.max_val_images=2"]
+    common = [
+        sys.executable,
+        "-m",
+        "eclipse_seg",
+        "train",
+        "synthetic/base",
+        "--step",
+        "0",
+        "--no-progress",
+        *TINY_MODEL,
+        f"data.root={tiny_data}",
+        "solver.iterations=40",
+        "solver.checkpoint_period=5",
+        "data.max_val_images=2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = tmp_path / "ref"
     subprocess.run(common + ["--output", str(ref)], check=True, env=env, capture_output=True)
     run = tmp_path / "run"
-    proc = subprocess.Popen(common + ["--output", str(run)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        common + ["--output", str(run)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     step_dir = run / "eclipse" / "step_0"
     deadline = time.time() + 120
     while time.time() < deadline and not (step_dir / "prev.pt").exists():
@@ -106,7 +137,9 @@ def test_sigkill_mid_step_then_resume_matches_uninterrupted(tiny_data, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (step_dir / "final.pt").exists(), "the run finished before it could be killed"
-    subprocess.run(common + ["--output", str(run), "--resume"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        common + ["--output", str(run), "--resume"], check=True, env=env, capture_output=True
+    )
     a = torch.load(ref / "eclipse" / "step_0" / "final.pt", weights_only=False)["model"]
     b = torch.load(step_dir / "final.pt", weights_only=False)["model"]
     for k in a:

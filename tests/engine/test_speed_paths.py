@@ -34,8 +34,10 @@ def _tiny_model(groups: int = 3) -> Mask2Former:
 
 def _images():
     g = torch.Generator().manual_seed(5)
-    return [torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8),
-            torch.randint(0, 256, (3, 48, 64), generator=g, dtype=torch.uint8)]
+    return [
+        torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8),
+        torch.randint(0, 256, (3, 48, 64), generator=g, dtype=torch.uint8),
+    ]
 
 
 def test_sdpa_equals_explicit_attention():
@@ -76,16 +78,23 @@ def test_grouped_decoder_equals_per_group_loop():
         trunk = model.features(batch)
         mask_features, multi_scale = trunk.mask_features, trunk.multi_scale_features
         grouped = dec(multi_scale, mask_features, manipulate=False)
-        loop = [dec(multi_scale, mask_features, groups=(g,), manipulate=False)
-                for g in range(dec.num_groups)]
-    torch.testing.assert_close(grouped.pred_logits, torch.cat([o.pred_logits for o in loop], 1),
-                               atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(grouped.pred_masks, torch.cat([o.pred_masks for o in loop], 1),
-                               atol=1e-5, rtol=1e-5)
+        loop = [
+            dec(multi_scale, mask_features, groups=(g,), manipulate=False)
+            for g in range(dec.num_groups)
+        ]
+    torch.testing.assert_close(
+        grouped.pred_logits, torch.cat([o.pred_logits for o in loop], 1), atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        grouped.pred_masks, torch.cat([o.pred_masks for o in loop], 1), atol=1e-5, rtol=1e-5
+    )
     for layer, aux in enumerate(grouped.aux_outputs):
-        torch.testing.assert_close(aux.pred_masks,
-                                   torch.cat([o.aux_outputs[layer].pred_masks for o in loop], 1),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            aux.pred_masks,
+            torch.cat([o.aux_outputs[layer].pred_masks for o in loop], 1),
+            atol=1e-5,
+            rtol=1e-5,
+        )
 
 
 def test_prompt_tuning_builds_no_graph_for_the_frozen_trunk(tiny_cfg):
@@ -104,6 +113,7 @@ def test_prompt_tuning_builds_no_graph_for_the_frozen_trunk(tiny_cfg):
             tensors = [t for t in torch.utils._pytree.tree_leaves(output) if torch.is_tensor(t)]
             assert tensors
             seen[name] = any(t.requires_grad for t in tensors) or torch.is_grad_enabled()
+
         return fn
 
     model.backbone.register_forward_hook(hook("backbone"))
@@ -116,9 +126,13 @@ def test_prompt_tuning_builds_no_graph_for_the_frozen_trunk(tiny_cfg):
     manifest = manifest_for(cfg, scenario, 1, "eclipse", model)
     train_step(model, cfg, scenario, plan, train, cfg_dir(cfg) / "step_1", manifest, progress=False)
     assert seen == {"backbone": False, "pixel_decoder": False}
-    group_prefixes = ("sem_seg_head.predictor.prompt_feat.0", "sem_seg_head.predictor.prompt_embed.0",
-                      "sem_seg_head.predictor.prompt_mask_embed.0",
-                      "sem_seg_head.predictor.class_embed.cls.2", "sem_seg_head.predictor.class_embed.cls.0")
+    group_prefixes = (
+        "sem_seg_head.predictor.prompt_feat.0",
+        "sem_seg_head.predictor.prompt_embed.0",
+        "sem_seg_head.predictor.prompt_mask_embed.0",
+        "sem_seg_head.predictor.class_embed.cls.2",
+        "sem_seg_head.predictor.class_embed.cls.0",
+    )
     assert grads and all(n.startswith(group_prefixes) for n in grads)
     assert any(n.startswith("sem_seg_head.predictor.prompt_feat.0") for n in grads)
     for n, p in model.named_parameters():
@@ -129,6 +143,7 @@ def test_prompt_tuning_builds_no_graph_for_the_frozen_trunk(tiny_cfg):
 
 def cfg_dir(cfg):
     from pathlib import Path
+
     return Path(cfg.output_dir)
 
 
@@ -145,7 +160,9 @@ def test_loss_is_fp32_under_autocast():
     masks = torch.zeros(2, 64, 64)
     masks[0, :32] = 1
     masks[1, 32:] = 1
-    loss, _ = SetCriterion(LossConfig(num_points=64))(out, [Target(torch.tensor([0, 3]), masks)], 2.0)
+    loss, _ = SetCriterion(LossConfig(num_points=64))(
+        out, [Target(torch.tensor([0, 3]), masks)], 2.0
+    )
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
 

@@ -22,8 +22,17 @@ def test_periodic_evaluation_is_logged(tiny_cfg, tmp_path):
         calls.append(model.training)
         return {"pq_all": 12.5}
 
-    train_step(model, cfg, scenario, plan_step(cfg, scenario, 0, "eclipse"), train, tmp_path,
-               manifest_for(cfg, scenario, 0, "eclipse", model), progress=False, evaluate_fn=evaluate)
+    train_step(
+        model,
+        cfg,
+        scenario,
+        plan_step(cfg, scenario, 0, "eclipse"),
+        train,
+        tmp_path,
+        manifest_for(cfg, scenario, 0, "eclipse", model),
+        progress=False,
+        evaluate_fn=evaluate,
+    )
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval/pq_all" in r]
     assert [r["iteration"] for r in evals] == [2]  # not at the end: the runner evaluates then
@@ -31,8 +40,15 @@ def test_periodic_evaluation_is_logged(tiny_cfg, tmp_path):
     assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("name,steps", [("ade20k/panoptic_r50", 11), ("coco/panoptic_r50", 11),
-                                        ("ade20k/semantic_r101", 11), ("synthetic/base", 4)])
+@pytest.mark.parametrize(
+    "name,steps",
+    [
+        ("ade20k/panoptic_r50", 11),
+        ("coco/panoptic_r50", 11),
+        ("ade20k/semantic_r101", 11),
+        ("synthetic/base", 4),
+    ],
+)
 def test_shipped_configs_load(name, steps):
     from eclipse_seg.data.catalogs import official_order
     from eclipse_seg.scenarios import parse_scenario

@@ -23,8 +23,12 @@ def test_hand_computed_confusion_matrix():
     expected = np.array([[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0]])
     np.testing.assert_array_equal(ev.conf, expected)
     r = ev.summarize()
-    assert r["per_class"] == {"0": pytest.approx(1 / 3), "1": pytest.approx(2 / 3), "2": 0.0,
-                              "3": None}
+    assert r["per_class"] == {
+        "0": pytest.approx(1 / 3),
+        "1": pytest.approx(2 / 3),
+        "2": 0.0,
+        "3": None,
+    }
     assert r["miou"] == pytest.approx(1 / 3)
     assert r["pixel_acc"] == pytest.approx(3 / 6)
     assert r["groups"] == {}

@@ -31,8 +31,7 @@ CAT_DICT = {c["id"]: c for c in CATS}
 
 def segs(*items):
     """segs((id, cat), (id, cat, crowd), ...) -> segments_info list."""
-    return [{"id": t[0], "category_id": t[1], "iscrowd": t[2] if len(t) > 2 else 0}
-            for t in items]
+    return [{"id": t[0], "category_id": t[1], "iscrowd": t[2] if len(t) > 2 else 0} for t in items]
 
 
 def evaluate(*images, groups=None):
@@ -65,8 +64,10 @@ def test_iou_exactly_half_is_not_a_match():
     # pred 7 (cat 1) covers 2 of gt 1's 4 px: IoU = 2 / (2 + 4 - 2) = 0.5 -> FP + FN
     # pred 8 (cat 3) covers px 2..7: IoU with gt 2 = 4 / (6 + 4 - 4) = 2/3 -> TP
     pred = [[7, 7, 8, 8, 8, 8, 8, 8]]
-    r = evaluate((GT_HALF, segs((1, 1), (2, 3)), pred, segs((7, 1), (8, 3))),
-                 groups={"a": [1, 2], "b": [3, 4, 99]})
+    r = evaluate(
+        (GT_HALF, segs((1, 1), (2, 3)), pred, segs((7, 1), (8, 3))),
+        groups={"a": [1, 2], "b": [3, 4, 99]},
+    )
     c1, c3 = r["per_class"]["1"], r["per_class"]["3"]
     assert (c1["tp"], c1["fp"], c1["fn"]) == (0, 1, 1) and c1["pq"] == 0.0
     assert (c3["tp"], c3["fp"], c3["fn"]) == (1, 0, 0)
@@ -267,25 +268,25 @@ def random_image(rng, cats=CATS):
         rh, rw = rng.integers(2, h // 2 + 3), rng.integers(2, w // 2 + 3)
         c = int(rng.choice(cat_ids))
         gid += int(rng.integers(1, 50))
-        gt[y:y + rh, x:x + rw] = gid
+        gt[y : y + rh, x : x + rw] = gid
         g_cat[gid] = c
         crowd[gid] = int(rng.random() < 0.25)
         if rng.random() < 0.8:  # a jittered prediction of the same (mostly) category
             dy, dx = rng.integers(-2, 3, size=2)
             pid += int(rng.integers(1, 50))
-            pred[max(0, y + dy):y + dy + rh, max(0, x + dx):x + dx + rw] = pid
+            pred[max(0, y + dy) : y + dy + rh, max(0, x + dx) : x + dx + rw] = pid
             p_cat[pid] = c if rng.random() < 0.85 else int(rng.choice(cat_ids))
     for _ in range(int(rng.integers(0, 3))):  # spurious predictions
         y, x = rng.integers(0, h), rng.integers(0, w)
         pid += int(rng.integers(1, 50))
-        pred[y:y + int(rng.integers(1, 6)), x:x + int(rng.integers(1, 6))] = pid
+        pred[y : y + int(rng.integers(1, 6)), x : x + int(rng.integers(1, 6))] = pid
         p_cat[pid] = int(rng.choice(cat_ids))
     if rng.random() < 0.5:  # VOID band in gt and/or pred
         y = int(rng.integers(0, h))
-        gt[y:y + int(rng.integers(1, 5))] = 0
+        gt[y : y + int(rng.integers(1, 5))] = 0
     if rng.random() < 0.3:
         x = int(rng.integers(0, w))
-        pred[:, x:x + int(rng.integers(1, 4))] = 0
+        pred[:, x : x + int(rng.integers(1, 4))] = 0
     g_present = [int(v) for v in np.unique(gt) if v != 0]
     p_present = [int(v) for v in np.unique(pred) if v != 0]
     gsegs = [{"id": k, "category_id": g_cat[k], "iscrowd": crowd[k]} for k in g_present]
@@ -440,11 +441,24 @@ def test_cli_writes_results_json(tmp_path, capsys):
     images = [random_image(rng) for _ in range(3)]
     gj, gd, pj, pd = write_dataset(tmp_path, images)
     out = tmp_path / "res" / "results.json"
-    rc = main([
-        "evaluate-panoptic", "--gt-json", str(gj), "--gt-folder", str(gd), "--pred-json", str(pj),
-        "--pred-folder", str(pd), "--class-groups", "old:1-2,new:3+4", "--output", str(out),
-        "--per-class",
-    ])
+    rc = main(
+        [
+            "evaluate-panoptic",
+            "--gt-json",
+            str(gj),
+            "--gt-folder",
+            str(gd),
+            "--pred-json",
+            str(pj),
+            "--pred-folder",
+            str(pd),
+            "--class-groups",
+            "old:1-2,new:3+4",
+            "--output",
+            str(out),
+            "--per-class",
+        ]
+    )
     assert rc == 0
     saved = json.loads(out.read_text())
     expected = evaluate(*images, groups={"old": [1, 2], "new": [3, 4]})
@@ -467,10 +481,21 @@ def _edit_json(path, fn):
     path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("case", [
-    "missing_png", "corrupt_png", "size_mismatch", "unknown_category", "id_not_listed",
-    "listed_not_in_png", "bad_json", "missing_field", "no_prediction", "no_categories",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_png",
+        "corrupt_png",
+        "size_mismatch",
+        "unknown_category",
+        "id_not_listed",
+        "listed_not_in_png",
+        "bad_json",
+        "missing_field",
+        "no_prediction",
+        "no_categories",
+    ],
+)
 def test_pq_compute_errors_name_the_file(tmp_path, case):
     gj, gd, pj, pd = write_dataset(tmp_path, [_simple_image()])
     png = pd / "img000.png"
@@ -490,8 +515,9 @@ def test_pq_compute_errors_name_the_file(tmp_path, case):
         _edit_json(pj, lambda d: d["annotations"][0]["segments_info"].pop())
         culprit = png
     elif case == "listed_not_in_png":
-        _edit_json(pj, lambda d: d["annotations"][0]["segments_info"].append(
-            {"id": 123, "category_id": 1}))
+        _edit_json(
+            pj, lambda d: d["annotations"][0]["segments_info"].append({"id": 123, "category_id": 1})
+        )
         culprit = png
     elif case == "bad_json":
         pj.write_text("{not json")

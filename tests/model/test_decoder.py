@@ -17,15 +17,24 @@ HID = 16
 
 def tiny_decoder(num_layers=3, num_queries=5, base_classes=4, **kw) -> MaskedAttentionDecoder:
     torch.manual_seed(0)
-    cfg = DecoderConfig(hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=num_layers,
-                        num_queries=num_queries, **kw)
+    cfg = DecoderConfig(
+        hidden_dim=HID,
+        num_heads=2,
+        ffn_dim=32,
+        num_layers=num_layers,
+        num_queries=num_queries,
+        **kw,
+    )
     return MaskedAttentionDecoder(HID, HID, cfg, base_classes)
 
 
 def inputs(b=2, h=8, w=12):
     g = torch.Generator().manual_seed(1)
-    multi = [torch.randn(b, HID, h // 4, w // 4, generator=g), torch.randn(b, HID, h // 2, w // 2, generator=g),
-             torch.randn(b, HID, h, w, generator=g)]
+    multi = [
+        torch.randn(b, HID, h // 4, w // 4, generator=g),
+        torch.randn(b, HID, h // 2, w // 2, generator=g),
+        torch.randn(b, HID, h, w, generator=g),
+    ]
     return multi, torch.randn(b, HID, 2 * h, 2 * w, generator=g)
 
 
@@ -57,12 +66,28 @@ def test_fully_blocked_row_attends_everywhere():
     assert attn.dtype == torch.bool and attn.shape == (2 * dec.num_heads, 3, 16)
     left = torch.zeros(4, 4, dtype=torch.bool)
     left[:, :2] = True
-    expected = torch.stack([
-        torch.stack([torch.zeros(16, dtype=torch.bool), ~left.flatten(), torch.zeros(16, dtype=torch.bool)]),
-        torch.stack([torch.zeros(16, dtype=torch.bool), left.flatten(), torch.zeros(16, dtype=torch.bool)]),
-    ])  # True = blocked; query 0 (blocked everywhere) is fully unblocked
+    expected = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.zeros(16, dtype=torch.bool),
+                    ~left.flatten(),
+                    torch.zeros(16, dtype=torch.bool),
+                ]
+            ),
+            torch.stack(
+                [
+                    torch.zeros(16, dtype=torch.bool),
+                    left.flatten(),
+                    torch.zeros(16, dtype=torch.bool),
+                ]
+            ),
+        ]
+    )  # True = blocked; query 0 (blocked everywhere) is fully unblocked
     for b in range(2):
-        for h in range(dec.num_heads):  # (B*heads) laid out batch-major, as nn.MultiheadAttention wants
+        for h in range(
+            dec.num_heads
+        ):  # (B*heads) laid out batch-major, as nn.MultiheadAttention wants
             assert torch.equal(attn[b * dec.num_heads + h], expected[b]), (b, h)
 
 
@@ -119,18 +144,21 @@ QUERY_GROUP = torch.tensor([0, 0, 1, 2, 2])
 
 
 def _logits():
-    x = torch.tensor([
-        # q0 (g0): other groups' columns sigmoid 0.5 + 0.2 + 0.1 = 0.8
-        [1.0, 2.0, 0.0, L(0.2), L(0.1), 3.0],
-        # q1 (g0): other columns sigmoid 0.9 * 3 = 2.7 -> min(1, .) = 1
-        [0.5, -0.5, L(0.9), L(0.9), L(0.9), -1.0],
-        # q2 (g1)
-        [0.3, 0.4, 1.5, 0.6, 0.7, 2.0],
-        # q3 (g2): no-object sigmoid 0.5
-        [0.1, 0.2, 0.3, 0.4, 0.5, 0.0],
-        # q4 (g2): no-object ~ 1
-        [-0.1, -0.2, -0.3, 1.4, 1.5, 20.0],
-    ], dtype=torch.float64)
+    x = torch.tensor(
+        [
+            # q0 (g0): other groups' columns sigmoid 0.5 + 0.2 + 0.1 = 0.8
+            [1.0, 2.0, 0.0, L(0.2), L(0.1), 3.0],
+            # q1 (g0): other columns sigmoid 0.9 * 3 = 2.7 -> min(1, .) = 1
+            [0.5, -0.5, L(0.9), L(0.9), L(0.9), -1.0],
+            # q2 (g1)
+            [0.3, 0.4, 1.5, 0.6, 0.7, 2.0],
+            # q3 (g2): no-object sigmoid 0.5
+            [0.1, 0.2, 0.3, 0.4, 0.5, 0.0],
+            # q4 (g2): no-object ~ 1
+            [-0.1, -0.2, -0.3, 1.4, 1.5, 20.0],
+        ],
+        dtype=torch.float64,
+    )
     return x[None]
 
 
@@ -171,7 +199,9 @@ def test_manipulate_logits_batched_float32():
     d = torch.tensor([0.5, 0.0, -0.4])
     out = manipulate_logits(x, QUERY_GROUP, COL_GROUP, d)
     for b in range(2):
-        assert torch.allclose(out[b:b + 1], manipulate_logits(x[b:b + 1], QUERY_GROUP, COL_GROUP, d))
+        assert torch.allclose(
+            out[b : b + 1], manipulate_logits(x[b : b + 1], QUERY_GROUP, COL_GROUP, d)
+        )
     assert out.dtype == torch.float32
 
 
@@ -180,8 +210,12 @@ def test_deltas_padding_and_truncation():
     dec.prompt_feat.append(nn.Embedding(2, HID))
     dec.prompt_feat.append(nn.Embedding(2, HID))
     assert dec.num_groups == 3
-    for given, expected in (([0.4], [0.4, 0.4, 0.4]), ([0.4, 0.6], [0.4, 0.6, 0.6]),
-                            ([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]), ([0.1, -0.2, 0.3, 0.4], [0.1, -0.2, 0.3])):
+    for given, expected in (
+        ([0.4], [0.4, 0.4, 0.4]),
+        ([0.4, 0.6], [0.4, 0.6, 0.6]),
+        ([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]),
+        ([0.1, -0.2, 0.3, 0.4], [0.1, -0.2, 0.3]),
+    ):
         dec.deltas = torch.tensor(given)
         assert torch.allclose(dec.deltas_for((0, 1, 2)), torch.tensor(expected))
 
@@ -189,12 +223,20 @@ def test_deltas_padding_and_truncation():
 # ----- groups in a whole (tiny) model ---------------------------------------------------------------
 def tiny_model():
     torch.manual_seed(0)
-    return Mask2Former(ModelConfig(
-        backbone=ResNetConfig(depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4),
-        pixel_decoder=PixelDecoderConfig(conv_dim=HID, mask_dim=HID, num_layers=1, num_heads=2,
-                                         ffn_dim=32, num_groups=4),
-        decoder=DecoderConfig(hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=3, num_queries=4),
-        base_classes=3))
+    return Mask2Former(
+        ModelConfig(
+            backbone=ResNetConfig(
+                depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4
+            ),
+            pixel_decoder=PixelDecoderConfig(
+                conv_dim=HID, mask_dim=HID, num_layers=1, num_heads=2, ffn_dim=32, num_groups=4
+            ),
+            decoder=DecoderConfig(
+                hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=3, num_queries=4
+            ),
+            base_classes=3,
+        )
+    )
 
 
 def test_groups_isolated_and_manipulated_in_eval():
@@ -225,13 +267,25 @@ def test_stacked_prompt_heads_equal_one_call_per_group(deep_cls, monkeypatch):
     """With >= 2 prompt groups the prompt heads run as one batched matmul per layer; the result
     must be the per-group loop's, and the base group's outputs must not change bits."""
     torch.manual_seed(0)
-    model = Mask2Former(ModelConfig(
-        backbone=ResNetConfig(depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4),
-        pixel_decoder=PixelDecoderConfig(conv_dim=HID, mask_dim=HID, num_layers=1, num_heads=2,
-                                         ffn_dim=32, num_groups=4),
-        decoder=DecoderConfig(hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=3, num_queries=4,
-                              deep_cls=deep_cls),
-        base_classes=3)).eval()
+    model = Mask2Former(
+        ModelConfig(
+            backbone=ResNetConfig(
+                depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4
+            ),
+            pixel_decoder=PixelDecoderConfig(
+                conv_dim=HID, mask_dim=HID, num_layers=1, num_heads=2, ffn_dim=32, num_groups=4
+            ),
+            decoder=DecoderConfig(
+                hidden_dim=HID,
+                num_heads=2,
+                ffn_dim=32,
+                num_layers=3,
+                num_queries=4,
+                deep_cls=deep_cls,
+            ),
+            base_classes=3,
+        )
+    ).eval()
     for _ in range(3):
         add_step(model, num_classes=2, num_prompts=3)
     set_deltas(model, [0.4, 0.6, -0.3, 0.0])

@@ -42,79 +42,105 @@ def sd(r50):
 
 def test_default_configs_are_official():
     d, p = DecoderConfig(), PixelDecoderConfig()
-    assert (d.hidden_dim, d.num_layers, d.num_queries, d.num_heads, d.ffn_dim) == (256, 9, 100, 8, 2048)
+    assert (d.hidden_dim, d.num_layers, d.num_queries, d.num_heads, d.ffn_dim) == (
+        256,
+        9,
+        100,
+        8,
+        2048,
+    )
     assert not d.pre_norm
     assert (p.conv_dim, p.mask_dim, p.num_layers, p.ffn_dim, p.num_points, p.num_heads) == (
-        256, 256, 6, 1024, 4, 8)
+        256,
+        256,
+        6,
+        1024,
+        4,
+        8,
+    )
     r = ResNetConfig()
-    assert (r.depth, r.stem_out_channels, r.res2_out_channels, r.width_per_group) == (50, 64, 256, 64)
+    assert (r.depth, r.stem_out_channels, r.res2_out_channels, r.width_per_group) == (
+        50,
+        64,
+        256,
+        64,
+    )
 
 
-@pytest.mark.parametrize("key,shape", [
-    ("backbone.stem.conv1.weight", (64, 3, 7, 7)),
-    ("backbone.stem.conv1.norm.weight", (64,)),
-    ("backbone.stem.conv1.norm.bias", (64,)),
-    ("backbone.stem.conv1.norm.running_mean", (64,)),
-    ("backbone.stem.conv1.norm.running_var", (64,)),
-    ("backbone.res2.0.shortcut.weight", (256, 64, 1, 1)),
-    ("backbone.res2.0.shortcut.norm.running_var", (256,)),
-    ("backbone.res2.0.conv1.weight", (64, 64, 1, 1)),
-    ("backbone.res2.0.conv2.weight", (64, 64, 3, 3)),
-    ("backbone.res2.2.conv3.norm.weight", (256,)),
-    ("backbone.res3.0.shortcut.weight", (512, 256, 1, 1)),
-    ("backbone.res3.3.conv2.weight", (128, 128, 3, 3)),
-    ("backbone.res4.5.conv3.weight", (1024, 256, 1, 1)),
-    ("backbone.res5.0.shortcut.weight", (2048, 1024, 1, 1)),
-    ("backbone.res5.2.conv3.weight", (2048, 512, 1, 1)),
-    ("backbone.res5.2.conv3.norm.running_mean", (2048,)),
-    (PD + "input_proj.0.0.weight", (256, 2048, 1, 1)),  # input_proj[0] is res5 (coarsest)
-    (PD + "input_proj.0.0.bias", (256,)),
-    (PD + "input_proj.0.1.weight", (256,)),  # GroupNorm
-    (PD + "input_proj.1.0.weight", (256, 1024, 1, 1)),
-    (PD + "input_proj.2.0.weight", (256, 512, 1, 1)),
-    (PD + "input_proj.2.1.bias", (256,)),
-    (PD + "transformer.level_embed", (3, 256)),
-    (PD + "transformer.encoder.layers.0.self_attn.sampling_offsets.weight", (8 * 3 * 4 * 2, 256)),
-    (PD + "transformer.encoder.layers.5.self_attn.sampling_offsets.weight", (8 * 3 * 4 * 2, 256)),
-    (PD + "transformer.encoder.layers.5.self_attn.sampling_offsets.bias", (192,)),
-    (PD + "transformer.encoder.layers.5.self_attn.attention_weights.weight", (8 * 3 * 4, 256)),
-    (PD + "transformer.encoder.layers.5.self_attn.value_proj.weight", (256, 256)),
-    (PD + "transformer.encoder.layers.5.self_attn.output_proj.weight", (256, 256)),
-    (PD + "transformer.encoder.layers.5.norm1.weight", (256,)),
-    (PD + "transformer.encoder.layers.5.linear1.weight", (1024, 256)),
-    (PD + "transformer.encoder.layers.5.linear2.weight", (256, 1024)),
-    (PD + "transformer.encoder.layers.5.norm2.bias", (256,)),
-    (PD + "adapter_1.weight", (256, 256, 1, 1)),
-    (PD + "adapter_1.norm.weight", (256,)),
-    (PD + "layer_1.weight", (256, 256, 3, 3)),
-    (PD + "layer_1.norm.weight", (256,)),
-    (PD + "layer_1.norm.bias", (256,)),
-    (PD + "mask_features.weight", (256, 256, 1, 1)),
-    (PD + "mask_features.bias", (256,)),
-    (PR + "query_feat.weight", (100, 256)),
-    (PR + "query_embed.weight", (100, 256)),
-    (PR + "level_embed.weight", (3, 256)),
-    (PR + "transformer_cross_attention_layers.0.multihead_attn.in_proj_weight", (768, 256)),
-    (PR + "transformer_cross_attention_layers.8.multihead_attn.in_proj_weight", (768, 256)),
-    (PR + "transformer_cross_attention_layers.8.multihead_attn.out_proj.weight", (256, 256)),
-    (PR + "transformer_cross_attention_layers.8.norm.weight", (256,)),
-    (PR + "transformer_self_attention_layers.0.self_attn.in_proj_weight", (768, 256)),
-    (PR + "transformer_self_attention_layers.8.self_attn.in_proj_bias", (768,)),
-    (PR + "transformer_self_attention_layers.8.norm.bias", (256,)),
-    (PR + "transformer_ffn_layers.0.linear1.weight", (2048, 256)),
-    (PR + "transformer_ffn_layers.8.linear1.weight", (2048, 256)),
-    (PR + "transformer_ffn_layers.8.linear2.weight", (256, 2048)),
-    (PR + "transformer_ffn_layers.8.norm.weight", (256,)),
-    (PR + "decoder_norm.weight", (256,)),
-    (PR + "decoder_norm.bias", (256,)),
-    (PR + "mask_embed.layers.0.weight", (256, 256)),
-    (PR + "mask_embed.layers.2.weight", (256, 256)),
-    (PR + "mask_embed.layers.2.bias", (256,)),
-    (PR + "class_embed.cls.0.weight", (1, 256)),
-    (PR + "class_embed.cls.0.bias", (1,)),
-    (PR + "class_embed.cls.1.weight", (100, 256)),
-    (PR + "class_embed.cls.1.bias", (100,)),
-])
+@pytest.mark.parametrize(
+    "key,shape",
+    [
+        ("backbone.stem.conv1.weight", (64, 3, 7, 7)),
+        ("backbone.stem.conv1.norm.weight", (64,)),
+        ("backbone.stem.conv1.norm.bias", (64,)),
+        ("backbone.stem.conv1.norm.running_mean", (64,)),
+        ("backbone.stem.conv1.norm.running_var", (64,)),
+        ("backbone.res2.0.shortcut.weight", (256, 64, 1, 1)),
+        ("backbone.res2.0.shortcut.norm.running_var", (256,)),
+        ("backbone.res2.0.conv1.weight", (64, 64, 1, 1)),
+        ("backbone.res2.0.conv2.weight", (64, 64, 3, 3)),
+        ("backbone.res2.2.conv3.norm.weight", (256,)),
+        ("backbone.res3.0.shortcut.weight", (512, 256, 1, 1)),
+        ("backbone.res3.3.conv2.weight", (128, 128, 3, 3)),
+        ("backbone.res4.5.conv3.weight", (1024, 256, 1, 1)),
+        ("backbone.res5.0.shortcut.weight", (2048, 1024, 1, 1)),
+        ("backbone.res5.2.conv3.weight", (2048, 512, 1, 1)),
+        ("backbone.res5.2.conv3.norm.running_mean", (2048,)),
+        (PD + "input_proj.0.0.weight", (256, 2048, 1, 1)),  # input_proj[0] is res5 (coarsest)
+        (PD + "input_proj.0.0.bias", (256,)),
+        (PD + "input_proj.0.1.weight", (256,)),  # GroupNorm
+        (PD + "input_proj.1.0.weight", (256, 1024, 1, 1)),
+        (PD + "input_proj.2.0.weight", (256, 512, 1, 1)),
+        (PD + "input_proj.2.1.bias", (256,)),
+        (PD + "transformer.level_embed", (3, 256)),
+        (
+            PD + "transformer.encoder.layers.0.self_attn.sampling_offsets.weight",
+            (8 * 3 * 4 * 2, 256),
+        ),
+        (
+            PD + "transformer.encoder.layers.5.self_attn.sampling_offsets.weight",
+            (8 * 3 * 4 * 2, 256),
+        ),
+        (PD + "transformer.encoder.layers.5.self_attn.sampling_offsets.bias", (192,)),
+        (PD + "transformer.encoder.layers.5.self_attn.attention_weights.weight", (8 * 3 * 4, 256)),
+        (PD + "transformer.encoder.layers.5.self_attn.value_proj.weight", (256, 256)),
+        (PD + "transformer.encoder.layers.5.self_attn.output_proj.weight", (256, 256)),
+        (PD + "transformer.encoder.layers.5.norm1.weight", (256,)),
+        (PD + "transformer.encoder.layers.5.linear1.weight", (1024, 256)),
+        (PD + "transformer.encoder.layers.5.linear2.weight", (256, 1024)),
+        (PD + "transformer.encoder.layers.5.norm2.bias", (256,)),
+        (PD + "adapter_1.weight", (256, 256, 1, 1)),
+        (PD + "adapter_1.norm.weight", (256,)),
+        (PD + "layer_1.weight", (256, 256, 3, 3)),
+        (PD + "layer_1.norm.weight", (256,)),
+        (PD + "layer_1.norm.bias", (256,)),
+        (PD + "mask_features.weight", (256, 256, 1, 1)),
+        (PD + "mask_features.bias", (256,)),
+        (PR + "query_feat.weight", (100, 256)),
+        (PR + "query_embed.weight", (100, 256)),
+        (PR + "level_embed.weight", (3, 256)),
+        (PR + "transformer_cross_attention_layers.0.multihead_attn.in_proj_weight", (768, 256)),
+        (PR + "transformer_cross_attention_layers.8.multihead_attn.in_proj_weight", (768, 256)),
+        (PR + "transformer_cross_attention_layers.8.multihead_attn.out_proj.weight", (256, 256)),
+        (PR + "transformer_cross_attention_layers.8.norm.weight", (256,)),
+        (PR + "transformer_self_attention_layers.0.self_attn.in_proj_weight", (768, 256)),
+        (PR + "transformer_self_attention_layers.8.self_attn.in_proj_bias", (768,)),
+        (PR + "transformer_self_attention_layers.8.norm.bias", (256,)),
+        (PR + "transformer_ffn_layers.0.linear1.weight", (2048, 256)),
+        (PR + "transformer_ffn_layers.8.linear1.weight", (2048, 256)),
+        (PR + "transformer_ffn_layers.8.linear2.weight", (256, 2048)),
+        (PR + "transformer_ffn_layers.8.norm.weight", (256,)),
+        (PR + "decoder_norm.weight", (256,)),
+        (PR + "decoder_norm.bias", (256,)),
+        (PR + "mask_embed.layers.0.weight", (256, 256)),
+        (PR + "mask_embed.layers.2.weight", (256, 256)),
+        (PR + "mask_embed.layers.2.bias", (256,)),
+        (PR + "class_embed.cls.0.weight", (1, 256)),
+        (PR + "class_embed.cls.0.bias", (1,)),
+        (PR + "class_embed.cls.1.weight", (100, 256)),
+        (PR + "class_embed.cls.1.bias", (100,)),
+    ],
+)
 def test_official_key_shapes(sd, key, shape):
     assert key in sd, key
     assert tuple(sd[key].shape) == shape
@@ -124,7 +150,7 @@ def test_module_family_counts(sd):
     keys = list(sd)
 
     def indices(prefix):
-        return {int(k[len(prefix):].split(".")[0]) for k in keys if k.startswith(prefix)}
+        return {int(k[len(prefix) :].split(".")[0]) for k in keys if k.startswith(prefix)}
 
     assert indices("backbone.res2.") == set(range(3))
     assert indices("backbone.res3.") == set(range(4))
@@ -132,8 +158,11 @@ def test_module_family_counts(sd):
     assert indices("backbone.res5.") == set(range(3))
     assert indices(PD + "input_proj.") == {0, 1, 2}
     assert indices(PD + "transformer.encoder.layers.") == set(range(6))
-    for fam in ("transformer_self_attention_layers", "transformer_cross_attention_layers",
-                "transformer_ffn_layers"):
+    for fam in (
+        "transformer_self_attention_layers",
+        "transformer_cross_attention_layers",
+        "transformer_ffn_layers",
+    ):
         assert indices(PR + fam + ".") == set(range(9))
     assert indices(PR + "mask_embed.layers.") == {0, 1, 2}
     assert indices(PR + "class_embed.cls.") == {0, 1}
@@ -169,8 +198,10 @@ def test_stride_on_3x3_conv(r50):
 
 def test_parameter_count(r50):
     total = sum(p.numel() for p in r50.parameters())
-    parts = {pre: sum(p.numel() for n, p in r50.named_parameters() if n.startswith(pre))
-             for pre in ("backbone.", PD, PR)}
+    parts = {
+        pre: sum(p.numel() for n, p in r50.named_parameters() if n.startswith(pre))
+        for pre in ("backbone.", PD, PR)
+    }
     print(f"R50 ADE (100 base classes) parameters: total {total}, {parts}")
     assert parts["backbone."] == R50_BACKBONE_PARAMS
     assert parts[PD] == R50_PIXEL_DECODER_PARAMS
@@ -184,14 +215,21 @@ def test_output_strides_r50(r50):
     with torch.no_grad():
         feats = r50.backbone(x)
     assert list(feats) == ["res2", "res3", "res4", "res5"]
-    for name, stride, ch in (("res2", 4, 256), ("res3", 8, 512), ("res4", 16, 1024), ("res5", 32, 2048)):
+    for name, stride, ch in (
+        ("res2", 4, 256),
+        ("res3", 8, 512),
+        ("res4", 16, 1024),
+        ("res5", 32, 2048),
+    ):
         assert tuple(feats[name].shape) == (1, ch, 64 // stride, 96 // stride), name
     assert r50.backbone.strides == {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
 def test_r101_block_counts():
     # a narrow R101 (same structure, small widths) keeps the test fast
-    bb = ResNet(ResNetConfig(depth=101, stem_out_channels=8, res2_out_channels=16, width_per_group=4))
+    bb = ResNet(
+        ResNetConfig(depth=101, stem_out_channels=8, res2_out_channels=16, width_per_group=4)
+    )
     assert [len(getattr(bb, s)) for s in ("res2", "res3", "res4", "res5")] == [3, 4, 23, 3]
     assert bb.out_channels == {"res2": 16, "res3": 32, "res4": 64, "res5": 128}
 
@@ -211,7 +249,9 @@ def test_frozen_bn_formula():
     bn.running_var.copy_(torch.rand(c) + 0.1)
     x = torch.randn(2, c, 3, 4)
     v = lambda t: t.view(1, -1, 1, 1)
-    expected = (x - v(bn.running_mean)) / torch.sqrt(v(bn.running_var) + 1e-5) * v(bn.weight) + v(bn.bias)
+    expected = (x - v(bn.running_mean)) / torch.sqrt(v(bn.running_var) + 1e-5) * v(bn.weight) + v(
+        bn.bias
+    )
     assert torch.allclose(bn(x), expected, atol=1e-6)
     # equals eval-mode BatchNorm2d with the same statistics
     ref = torch.nn.BatchNorm2d(c, eps=1e-5).eval()
@@ -286,7 +326,9 @@ def test_load_torchvision_renaming(tmp_path):
     for tv_key, d2_key in pairs.items():
         assert torch.equal(sd[d2_key], tv[tv_key]), (tv_key, d2_key)
     # every tensor came from the file
-    n_loaded = sum(1 for k in tv if not k.startswith("fc.") and not k.endswith("num_batches_tracked"))
+    n_loaded = sum(
+        1 for k in tv if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    )
     assert n_loaded == len(sd)
 
 

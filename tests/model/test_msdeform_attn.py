@@ -33,11 +33,11 @@ def _naive(value, shapes, locs, weights):
             for head in range(m):
                 acc = torch.zeros(d, dtype=value.dtype)
                 for lvl, (h, w) in enumerate(shapes):
-                    img = value[bi, starts[lvl]:starts[lvl + 1], head].T.reshape(d, h, w)
+                    img = value[bi, starts[lvl] : starts[lvl + 1], head].T.reshape(d, h, w)
                     for p in range(n_points):
                         x, y = locs[bi, q, head, lvl, p].tolist()
                         acc += weights[bi, q, head, lvl, p] * _bilinear(img, x, y)
-                out[bi, q, head * d:(head + 1) * d] = acc
+                out[bi, q, head * d : (head + 1) * d] = acc
     return out
 
 
@@ -49,7 +49,9 @@ def test_core_matches_naive(seed):
     s = sum(h * w for h, w in shapes)
     value = torch.randn(b, s, m, d, generator=g, dtype=torch.float64)
     # locations well outside [0, 1] too (partly and fully outside the map)
-    locs = torch.rand(b, lq, m, len(shapes), n_points, 2, generator=g, dtype=torch.float64) * 1.6 - 0.3
+    locs = (
+        torch.rand(b, lq, m, len(shapes), n_points, 2, generator=g, dtype=torch.float64) * 1.6 - 0.3
+    )
     locs[0, 0, 0, 0, 0] = torch.tensor([-0.5, 0.5], dtype=torch.float64)  # fully outside: 0
     locs[0, 0, 0, 0, 1] = torch.tensor([1.05, 1.02], dtype=torch.float64)  # just outside the corner
     locs[0, 0, 0, 1, 0] = torch.tensor([0.5 / 3, 0.5 / 2], dtype=torch.float64)  # exactly a centre
@@ -67,8 +69,11 @@ def test_core_float32_and_pixel_centre():
     value = torch.randn(1, 20, 1, 2, generator=g)
     locs = torch.rand(1, 3, 1, 2, 2, 2, generator=g) * 1.4 - 0.2
     weights = torch.rand(1, 3, 1, 2, 2, generator=g)
-    assert torch.allclose(ms_deform_attn_core(value, shapes, locs, weights),
-                          _naive(value, shapes, locs, weights), atol=1e-5)
+    assert torch.allclose(
+        ms_deform_attn_core(value, shapes, locs, weights),
+        _naive(value, shapes, locs, weights),
+        atol=1e-5,
+    )
     # a single point at the centre of pixel (row 2, col 1) of level 0 returns that value exactly
     locs = torch.zeros(1, 1, 1, 2, 1, 2)
     locs[0, 0, 0, 0, 0] = torch.tensor([1.5 / 4, 2.5 / 4])

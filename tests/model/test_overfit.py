@@ -14,9 +14,12 @@ from eclipse_seg.model.pixel_decoder import PixelDecoderConfig
 
 def tiny_cfg(num_classes: int) -> ModelConfig:
     return ModelConfig(
-        backbone=ResNetConfig(depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4),
-        pixel_decoder=PixelDecoderConfig(conv_dim=32, mask_dim=32, num_layers=1, num_heads=4, ffn_dim=64,
-                                         num_groups=8),
+        backbone=ResNetConfig(
+            depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4
+        ),
+        pixel_decoder=PixelDecoderConfig(
+            conv_dim=32, mask_dim=32, num_layers=1, num_heads=4, ffn_dim=64, num_groups=8
+        ),
         decoder=DecoderConfig(hidden_dim=32, num_heads=4, ffn_dim=64, num_layers=3, num_queries=8),
         base_classes=num_classes,
     )

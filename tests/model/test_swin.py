@@ -31,11 +31,21 @@ from tests.conftest import TINY_MODEL
 SWIN_T_PARAMS = 27_520_698
 SWIN_T_PARAMS_NO_OUT_NORMS = 27_517_818
 
-TINY_SWIN = {"embed_dim": 24, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 3, 6], "window_size": 4,
-             "drop_path_rate": 0.0}
-TINY_SWIN_OVERRIDES = ["model.backbone_type=swin", "model.swin.embed_dim=24",
-                       "model.swin.depths=[2, 2, 2, 2]", "model.swin.num_heads=[1, 2, 3, 6]",
-                       "model.swin.window_size=4", "model.swin.drop_path_rate=0.1"]
+TINY_SWIN = {
+    "embed_dim": 24,
+    "depths": [2, 2, 2, 2],
+    "num_heads": [1, 2, 3, 6],
+    "window_size": 4,
+    "drop_path_rate": 0.0,
+}
+TINY_SWIN_OVERRIDES = [
+    "model.backbone_type=swin",
+    "model.swin.embed_dim=24",
+    "model.swin.depths=[2, 2, 2, 2]",
+    "model.swin.num_heads=[1, 2, 3, 6]",
+    "model.swin.window_size=4",
+    "model.swin.drop_path_rate=0.1",
+]
 
 
 def tiny_swin(**kw) -> SwinTransformer:
@@ -55,15 +65,41 @@ def swin_t():
 def test_presets_match_mask2former_configs():
     t, s, b, l_ = (SWIN_PRESETS[k] for k in ("tiny", "small", "base", "large"))
     assert (t.embed_dim, t.depths, t.num_heads, t.window_size, t.pretrain_img_size) == (
-        96, [2, 2, 6, 2], [3, 6, 12, 24], 7, 224)
-    assert (s.embed_dim, s.depths, s.num_heads, s.window_size) == (96, [2, 2, 18, 2], [3, 6, 12, 24], 7)
+        96,
+        [2, 2, 6, 2],
+        [3, 6, 12, 24],
+        7,
+        224,
+    )
+    assert (s.embed_dim, s.depths, s.num_heads, s.window_size) == (
+        96,
+        [2, 2, 18, 2],
+        [3, 6, 12, 24],
+        7,
+    )
     assert (b.embed_dim, b.depths, b.num_heads, b.window_size, b.pretrain_img_size) == (
-        128, [2, 2, 18, 2], [4, 8, 16, 32], 12, 384)
+        128,
+        [2, 2, 18, 2],
+        [4, 8, 16, 32],
+        12,
+        384,
+    )
     assert (l_.embed_dim, l_.depths, l_.num_heads, l_.window_size, l_.pretrain_img_size) == (
-        192, [2, 2, 18, 2], [6, 12, 24, 48], 12, 384)
+        192,
+        [2, 2, 18, 2],
+        [6, 12, 24, 48],
+        12,
+        384,
+    )
     for c in (t, s, b, l_):
-        assert (c.patch_size, c.ape, c.patch_norm, c.drop_path_rate, c.mlp_ratio, c.out_indices) == (
-            4, False, True, 0.3, 4.0, [0, 1, 2, 3])
+        assert (
+            c.patch_size,
+            c.ape,
+            c.patch_norm,
+            c.drop_path_rate,
+            c.mlp_ratio,
+            c.out_indices,
+        ) == (4, False, True, 0.3, 4.0, [0, 1, 2, 3])
     a = swin_preset("tiny", window_size=5)
     assert a.window_size == 5 and SWIN_PRESETS["tiny"].window_size == 7  # a copy
     a.depths.append(1)
@@ -120,7 +156,10 @@ def test_swin_t_keys_shapes_and_param_count(swin_t):
         "layers.2.blocks.5.attn.relative_position_bias_table": (169, 12),
         "layers.2.downsample.reduction.weight": (768, 1536),
         "layers.3.blocks.1.mlp.fc2.bias": (768,),
-        "norm0.weight": (96,), "norm1.weight": (192,), "norm2.bias": (384,), "norm3.weight": (768,),
+        "norm0.weight": (96,),
+        "norm1.weight": (192,),
+        "norm2.bias": (384,),
+        "norm3.weight": (768,),
     }
     for k, shape in expected.items():
         assert tuple(sd[k].shape) == shape, k
@@ -131,14 +170,20 @@ def test_swin_t_keys_shapes_and_param_count(swin_t):
     assert "layers.0.downsample.reduction.bias" not in sd  # no bias, as in the official
     n = sum(p.numel() for p in swin_t.parameters())
     assert n == SWIN_T_PARAMS
-    out_norms = sum(p.numel() for k, p in swin_t.named_parameters() if k[:5] in {
-        "norm0", "norm1", "norm2", "norm3"})
+    out_norms = sum(
+        p.numel()
+        for k, p in swin_t.named_parameters()
+        if k[:5] in {"norm0", "norm1", "norm2", "norm3"}
+    )
     assert n - out_norms == SWIN_T_PARAMS_NO_OUT_NORMS
 
 
 def test_drop_path_schedule(swin_t):
-    rates = [b.drop_path.p if hasattr(b.drop_path, "p") else 0.0
-             for layer in swin_t.layers for b in layer.blocks]
+    rates = [
+        b.drop_path.p if hasattr(b.drop_path, "p") else 0.0
+        for layer in swin_t.layers
+        for b in layer.blocks
+    ]
     assert len(rates) == 12
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.3)
     assert rates == pytest.approx(torch.linspace(0, 0.3, 12).tolist())
@@ -187,7 +232,8 @@ def _naive_block(block: SwinBlock, x: torch.Tensor, h: int, w: int) -> torch.Ten
     r, col = torch.arange(hp).repeat_interleave(wp), torch.arange(wp).repeat(hp)
     rr, cr = (r - s) % hp, (col - s) % wp  # positions after the roll
     same_window = ((rr // ws)[:, None] == (rr // ws)[None, :]) & (
-        (cr // ws)[:, None] == (cr // ws)[None, :])
+        (cr // ws)[:, None] == (cr // ws)[None, :]
+    )
     dr, dc = r[:, None] - r[None, :], col[:, None] - col[None, :]
     no_wrap = (dr == rr[:, None] - rr[None, :]) & (dc == cr[:, None] - cr[None, :])
     allowed = same_window & no_wrap
@@ -265,9 +311,15 @@ def _official_like_state(model: SwinTransformer) -> dict:
     """What an ImageNet checkpoint holds: no out norms, plus classifier, final norm, attn_mask."""
     sd = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("norm")}
     c = model.num_features[-1]
-    sd.update({"norm.weight": torch.ones(c), "norm.bias": torch.zeros(c),
-               "head.weight": torch.zeros(10, c), "head.bias": torch.zeros(10),
-               "layers.0.blocks.1.attn_mask": torch.zeros(64, 16, 16)})
+    sd.update(
+        {
+            "norm.weight": torch.ones(c),
+            "norm.bias": torch.zeros(c),
+            "head.weight": torch.zeros(10, c),
+            "head.bias": torch.zeros(10),
+            "layers.0.blocks.1.attn_mask": torch.zeros(64, 16, 16),
+        }
+    )
     return sd
 
 
@@ -280,16 +332,17 @@ def test_load_swin_weights_round_trip(tmp_path):
     dst = tiny_swin()
     report = load_swin_weights(dst, path)
     assert report.complete
-    assert report.initialised == sorted(k for k in dst.state_dict() if k[:5] in {
-        "norm0", "norm1", "norm2", "norm3"})
+    assert report.initialised == sorted(
+        k for k in dst.state_dict() if k[:5] in {"norm0", "norm1", "norm2", "norm3"}
+    )
     for k, v in src.state_dict().items():
         if not k.startswith("norm"):
             assert torch.equal(dst.state_dict()[k], v), k
     x = torch.randn(1, 3, 32, 32)
-    torch.testing.assert_close(src.eval().layers[0](src.patch_embed(x).flatten(2).transpose(1, 2),
-                                                    8, 8)[0],
-                               dst.eval().layers[0](dst.patch_embed(x).flatten(2).transpose(1, 2),
-                                                    8, 8)[0])
+    torch.testing.assert_close(
+        src.eval().layers[0](src.patch_embed(x).flatten(2).transpose(1, 2), 8, 8)[0],
+        dst.eval().layers[0](dst.patch_embed(x).flatten(2).transpose(1, 2), 8, 8)[0],
+    )
 
 
 def test_load_swin_weights_accepts_backbone_prefix_and_out_norms(tmp_path):
@@ -329,8 +382,10 @@ def test_load_swin_weights_errors(tmp_path):
 
 def test_config_yaml_with_nested_swin(tmp_path):
     y = tmp_path / "swin.yaml"
-    y.write_text("model:\n  backbone_type: swin\n  swin:\n    embed_dim: 24\n"
-                 "    depths: [2, 2, 2, 2]\n    num_heads: [1, 2, 3, 6]\n    window_size: 4\n")
+    y.write_text(
+        "model:\n  backbone_type: swin\n  swin:\n    embed_dim: 24\n"
+        "    depths: [2, 2, 2, 2]\n    num_heads: [1, 2, 3, 6]\n    window_size: 4\n"
+    )
     cfg = load_config(y, ["model.swin.drop_path_rate=0.1"])
     assert isinstance(cfg.model.swin, SwinConfig)
     assert cfg.model.swin.depths == [2, 2, 2, 2] and cfg.model.swin.num_heads == [1, 2, 3, 6]
@@ -350,14 +405,18 @@ def test_unknown_backbone_type():
 def test_mask2former_with_tiny_swin_forward_and_optimizer():
     from eclipse_seg.engine.train import StepPlan, build_optimizer
 
-    cfg = load_config(resolve_config("synthetic/base"),
-                      TINY_MODEL + TINY_SWIN_OVERRIDES + ["model.base_classes=9"])
+    cfg = load_config(
+        resolve_config("synthetic/base"),
+        TINY_MODEL + TINY_SWIN_OVERRIDES + ["model.base_classes=9"],
+    )
     torch.manual_seed(0)
     model = Mask2Former(cfg.model)
     assert isinstance(model.backbone, SwinTransformer)
     assert "backbone.layers.0.blocks.0.attn.qkv.weight" in model.state_dict()
-    images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8),
-              torch.randint(0, 256, (3, 50, 60), dtype=torch.uint8)]
+    images = [
+        torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8),
+        torch.randint(0, 256, (3, 50, 60), dtype=torch.uint8),
+    ]
     model.train()
     out = model(images)
     q, c = cfg.model.decoder.num_queries, cfg.model.base_classes

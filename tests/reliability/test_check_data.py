@@ -55,8 +55,11 @@ def _write_doc(root: Path, doc: dict, split: str = "train") -> None:
 
 
 def _tree_hash(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _cfg(root: Path, *extra: str):
@@ -115,7 +118,10 @@ def test_png_id_not_in_segments_info(data):
     problems = check_dataset(*_split(data))
     png = str(data / "train" / "panoptic" / ann["file_name"])
     assert _files(problems) == [png]
-    assert f"[{dropped['id']}]" in problems[0].problem and "not in segments_info" in problems[0].problem
+    assert (
+        f"[{dropped['id']}]" in problems[0].problem
+        and "not in segments_info" in problems[0].problem
+    )
 
 
 def test_listed_segment_absent_from_png(data):
@@ -153,7 +159,10 @@ def test_size_mismatch_image_and_png(data):
         by_file.setdefault(p.file, []).append(p.problem)
     assert "32x48" in by_file[str(img_path)][0]
     ann7 = next(a for a in doc["annotations"] if a["image_id"] == doc["images"][7]["id"])
-    assert any("64x65" in m for m in by_file[str(data / "train" / "images" / doc["images"][7]["file_name"])])
+    assert any(
+        "64x65" in m
+        for m in by_file[str(data / "train" / "images" / doc["images"][7]["file_name"])]
+    )
     assert any("64x65" in m for m in by_file[str(data / "train" / "panoptic" / ann7["file_name"])])
     assert len(problems) == 3
 
@@ -169,8 +178,9 @@ def test_empty_step_split_and_unknown_order_class(data):
     assert len(problems) == 1
     assert problems[0].file == str(data / "train" / "panoptic.json")
     assert "step 3" in problems[0].problem and "empty" in problems[0].problem
-    problems = check_config_data(_cfg(data, "continual.scenario=6,1,1",
-                                      "continual.order=[1,2,3,4,5,6,7,99]"))
+    problems = check_config_data(
+        _cfg(data, "continual.scenario=6,1,1", "continual.order=[1,2,3,4,5,6,7,99]")
+    )
     assert any("[99]" in p.problem for p in problems)
     with pytest.raises(DataError, match="step 3"):
         preflight(_cfg(data, "continual.scenario=6-2"))
@@ -199,8 +209,7 @@ def test_many_problems_reported_together_and_nothing_modified(data, capsys):
     assert main(["check-data", "synthetic/base", f"data.root={data}"]) == 1
     out = capsys.readouterr().out
     assert "555" in out and str(png1) in out
-    assert main(["check-data", "synthetic/base", f"data.root={data}",
-                            "--quick"]) == 1
+    assert main(["check-data", "synthetic/base", f"data.root={data}", "--quick"]) == 1
     assert _tree_hash(data) == before
 
 
@@ -276,7 +285,10 @@ def test_output_dir_of_another_config_and_nothing_deleted(tiny_cfg, tmp_path):
     _claim(out, tiny_cfg())  # same config: fine
     _claim(out, other, overwrite=True)
     after = _tree_hash(out)
-    assert after["results.json"] == before["results.json"] and after["notes.txt"] == before["notes.txt"]
+    assert (
+        after["results.json"] == before["results.json"]
+        and after["notes.txt"] == before["notes.txt"]
+    )
     assert set(before) <= set(after)
     assert not (out / LOCK_NAME).exists()
 
@@ -291,10 +303,23 @@ def test_sigterm_saves_checkpoint_and_exits_130(tiny_data, tmp_path):
 
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "eclipse_seg", "train", "synthetic/base",
-           "--step", "0", "--no-progress", *TINY_MODEL, f"data.root={tiny_data}",
-           "solver.iterations=2000", "solver.checkpoint_period=100000", "solver.log_period=1",
-           "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "eclipse_seg",
+        "train",
+        "synthetic/base",
+        "--step",
+        "0",
+        "--no-progress",
+        *TINY_MODEL,
+        f"data.root={tiny_data}",
+        "solver.iterations=2000",
+        "solver.checkpoint_period=100000",
+        "solver.log_period=1",
+        "--output",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     log = out / "eclipse" / "step_0" / "log.jsonl"
     deadline = time.monotonic() + 120
@@ -344,8 +369,9 @@ def test_non_finite_loss_names_iteration_and_terms(tiny_cfg, tmp_path, monkeypat
     monkeypatch.setattr(train_mod.SetCriterion, "__call__", nan_on_third)
     plan = train_mod.plan_step(cfg, scenario, 0, "eclipse")
     with pytest.raises(TrainingError) as e:
-        train_mod.train_step(model, cfg, scenario, plan, train_ds, tmp_path / "step", manifest,
-                             progress=False)
+        train_mod.train_step(
+            model, cfg, scenario, plan, train_ds, tmp_path / "step", manifest, progress=False
+        )
     msg = str(e.value)
     assert "iteration 2" in msg and "non-finite loss" in msg
     for term in ("loss_ce", "loss_mask=nan", "loss_dice"):

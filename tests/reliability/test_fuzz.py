@@ -32,9 +32,15 @@ from eclipse_seg.errors import ConfigError, DataError, EclipseSegError
 from eclipse_seg.metrics.panoptic_quality import OFFSET, PanopticEvaluator
 
 EXAMPLES: Counter = Counter()
-FUZZ = settings(max_examples=100, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,18 +62,43 @@ def _expect_project_error(fn, *args, **kwargs):
 # COCO-panoptic reader
 # --------------------------------------------------------------------------------------------------
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.integers(), st.sampled_from([0, -1, 2**31, 10**30]),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.integers(),
+    st.sampled_from([0, -1, 2**31, 10**30]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
     st.sampled_from(["", "x.png", "../x.png", "a" * 300, "img_0.png", "\x00"]),
 )
 json_values = st.recursive(
     json_scalars,
-    lambda kids: st.one_of(st.lists(kids, max_size=3),
-                           st.dictionaries(st.sampled_from(
-                               ["id", "images", "annotations", "categories", "file_name", "height",
-                                "width", "segments_info", "category_id", "isthing", "name",
-                                "image_id", "iscrowd", "color"]) | st.text(max_size=4), kids,
-                               max_size=4)),
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "images",
+                    "annotations",
+                    "categories",
+                    "file_name",
+                    "height",
+                    "width",
+                    "segments_info",
+                    "category_id",
+                    "isthing",
+                    "name",
+                    "image_id",
+                    "iscrowd",
+                    "color",
+                ]
+            )
+            | st.text(max_size=4),
+            kids,
+            max_size=4,
+        ),
+    ),
     max_leaves=12,
 )
 
@@ -77,14 +108,24 @@ H, W = 4, 5
 
 def _valid_doc() -> dict:
     return {
-        "images": [{"id": i, "file_name": f"img_{i}.png", "height": H, "width": W} for i in range(2)],
+        "images": [
+            {"id": i, "file_name": f"img_{i}.png", "height": H, "width": W} for i in range(2)
+        ],
         "annotations": [
-            {"image_id": i, "file_name": f"img_{i}.png",
-             "segments_info": [{"id": 1, "category_id": 1, "iscrowd": 0},
-                               {"id": 2, "category_id": 2, "iscrowd": 0}]}
-            for i in range(2)],
-        "categories": [{"id": 1, "name": "a", "isthing": 1, "color": [1, 2, 3]},
-                       {"id": 2, "name": "b", "isthing": 0}],
+            {
+                "image_id": i,
+                "file_name": f"img_{i}.png",
+                "segments_info": [
+                    {"id": 1, "category_id": 1, "iscrowd": 0},
+                    {"id": 2, "category_id": 2, "iscrowd": 0},
+                ],
+            }
+            for i in range(2)
+        ],
+        "categories": [
+            {"id": 1, "name": "a", "isthing": 1, "color": [1, 2, 3]},
+            {"id": 2, "name": "b", "isthing": 0},
+        ],
     }
 
 
@@ -94,7 +135,9 @@ def _setup_files() -> None:
     ids = np.ones((H, W), dtype=np.int64)
     ids[:, 2:] = 2
     for i in range(2):
-        Image.fromarray(np.full((H, W, 3), 40 * i, dtype=np.uint8)).save(_WORK / "img" / f"img_{i}.png")
+        Image.fromarray(np.full((H, W, 3), 40 * i, dtype=np.uint8)).save(
+            _WORK / "img" / f"img_{i}.png"
+        )
         write_panoptic_png(_WORK / "png" / f"img_{i}.png", ids)
 
 
@@ -132,17 +175,27 @@ def mutated_docs(draw):
             parent = parent[k]
         action = draw(st.sampled_from(["delete", "replace", "replace", "size", "dup", "name"]))
         if action == "name":
-            entry = draw(st.sampled_from(doc["images"] + doc["annotations"])) \
-                if isinstance(doc.get("images"), list) and isinstance(doc.get("annotations"), list) \
-                and doc["images"] + doc["annotations"] else None
+            entry = (
+                draw(st.sampled_from(doc["images"] + doc["annotations"]))
+                if isinstance(doc.get("images"), list)
+                and isinstance(doc.get("annotations"), list)
+                and doc["images"] + doc["annotations"]
+                else None
+            )
             if isinstance(entry, dict):
-                entry["file_name"] = draw(st.sampled_from(
-                    ["a" * 300, "\x00.png", "..", "/", "img_1.png", "missing.png", "img/", " "]))
+                entry["file_name"] = draw(
+                    st.sampled_from(
+                        ["a" * 300, "\x00.png", "..", "/", "img_1.png", "missing.png", "img/", " "]
+                    )
+                )
         elif action == "delete":
             del parent[path[-1]]
         elif action == "size":
-            parent[path[-1]] = draw(st.sampled_from([0, -1, -5, 1, 3, H, W, 10**9, 2**63, 1.5,
-                                                     True, "4", 16777216, 16777215]))
+            parent[path[-1]] = draw(
+                st.sampled_from(
+                    [0, -1, -5, 1, 3, H, W, 10**9, 2**63, 1.5, True, "4", 16777216, 16777215]
+                )
+            )
         elif action == "dup" and isinstance(parent, list):
             parent.append(copy.deepcopy(parent[path[-1]]))
         else:
@@ -165,20 +218,36 @@ def test_reader_random_json_values(doc):
 
 @FUZZ
 @given(doc=mutated_docs())
-@example(doc={**_valid_doc(), "images": [{"id": 0, "file_name": "a" * 300, "height": H, "width": W}],
-              "annotations": [{"image_id": 0, "file_name": "b" * 300, "segments_info": []}]})
+@example(
+    doc={
+        **_valid_doc(),
+        "images": [{"id": 0, "file_name": "a" * 300, "height": H, "width": W}],
+        "annotations": [{"image_id": 0, "file_name": "b" * 300, "segments_info": []}],
+    }
+)
 def test_reader_mutated_documents(doc):
     EXAMPLES["reader_mutated_json"] += 1
     _expect_project_error(_read_all, _write_json("mutated.json", doc))
 
 
 @settings(FUZZ, max_examples=60)
-@given(raw=st.one_of(
-    st.binary(max_size=64),
-    st.text(max_size=64).map(lambda s: s.encode("utf-8", "surrogatepass")),
-    st.sampled_from([b"[" * 100000, b"1" * 5000, b'{"images": ' + b"9" * 5000 + b"}", b"",
-                     b"\xef\xbb\xbf{}", b"NaN", b'{"images": [], "annotations": [], "categories": []}']),
-))
+@given(
+    raw=st.one_of(
+        st.binary(max_size=64),
+        st.text(max_size=64).map(lambda s: s.encode("utf-8", "surrogatepass")),
+        st.sampled_from(
+            [
+                b"[" * 100000,
+                b"1" * 5000,
+                b'{"images": ' + b"9" * 5000 + b"}",
+                b"",
+                b"\xef\xbb\xbf{}",
+                b"NaN",
+                b'{"images": [], "annotations": [], "categories": []}',
+            ]
+        ),
+    )
+)
 @example(raw=b"[" * 100000)
 @example(raw=b"1" * 5000)
 def test_reader_raw_bytes(raw):
@@ -193,11 +262,14 @@ PNG_MODES = ["RGB", "RGBA", "L", "P", "I;16", "1", "LA"]
 
 @FUZZ
 @given(
-    h=st.integers(1, 6), w=st.integers(1, 6), mode=st.sampled_from(PNG_MODES),
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    mode=st.sampled_from(PNG_MODES),
     ids=st.lists(st.integers(0, 2**24 - 1) | st.integers(0, 4), min_size=1, max_size=5),
     listed=st.lists(st.integers(1, 5), max_size=4, unique=True),
     corruption=st.sampled_from(["none", "none", "truncate", "flip", "garbage"]),
-    cut=st.integers(0, 200), seed=st.integers(0, 2**16),
+    cut=st.integers(0, 200),
+    seed=st.integers(0, 2**16),
 )
 def test_reader_random_pngs(h, w, mode, ids, listed, corruption, cut, seed):
     EXAMPLES["reader_random_png"] += 1
@@ -235,8 +307,11 @@ def test_reader_random_pngs(h, w, mode, ids, listed, corruption, cut, seed):
 # --------------------------------------------------------------------------------------------------
 # PQ evaluator
 # --------------------------------------------------------------------------------------------------
-CATS = [{"id": 1, "isthing": 1, "name": "a"}, {"id": 2, "isthing": 1, "name": "b"},
-        {"id": 3, "isthing": 0, "name": "c"}]
+CATS = [
+    {"id": 1, "isthing": 1, "name": "a"},
+    {"id": 2, "isthing": 1, "name": "b"},
+    {"id": 3, "isthing": 0, "name": "c"},
+]
 
 
 @st.composite
@@ -251,9 +326,18 @@ def pq_images(draw, n_max=3):
         pred = gt.copy() if draw(st.booleans()) else rng.integers(0, 5, size=(h, w))
         noise = rng.random((h, w)) < draw(st.floats(0, 0.5))
         pred[noise] = rng.integers(0, 5, size=int(noise.sum()))
-        gsegs = [{"id": int(s), "category_id": int(rng.integers(1, 4)),
-                  "iscrowd": int(rng.random() < 0.2)} for s in np.unique(gt) if s]
-        psegs = [{"id": int(s), "category_id": int(rng.integers(1, 4))} for s in np.unique(pred) if s]
+        gsegs = [
+            {
+                "id": int(s),
+                "category_id": int(rng.integers(1, 4)),
+                "iscrowd": int(rng.random() < 0.2),
+            }
+            for s in np.unique(gt)
+            if s
+        ]
+        psegs = [
+            {"id": int(s), "category_id": int(rng.integers(1, 4))} for s in np.unique(pred) if s
+        ]
         images.append((gt, gsegs, pred, psegs))
     return images
 
@@ -303,16 +387,22 @@ def test_pq_invariant_to_relabelling_and_order(images, data):
 malformed_segment = st.one_of(
     json_values,
     st.fixed_dictionaries({"id": json_values, "category_id": json_values}),
-    st.fixed_dictionaries({"id": st.integers(-2, 6) | st.sampled_from([OFFSET, 2**70, 1.5]),
-                           "category_id": st.integers(0, 4) | st.sampled_from([2**70, "1", None]),
-                           "iscrowd": st.integers(-1, 2) | json_scalars}),
+    st.fixed_dictionaries(
+        {
+            "id": st.integers(-2, 6) | st.sampled_from([OFFSET, 2**70, 1.5]),
+            "category_id": st.integers(0, 4) | st.sampled_from([2**70, "1", None]),
+            "iscrowd": st.integers(-1, 2) | json_scalars,
+        }
+    ),
 )
 
 
 @FUZZ
-@given(gsegs=st.lists(malformed_segment, max_size=3) | json_values,
-       psegs=st.lists(malformed_segment, max_size=3) | json_values,
-       seed=st.integers(0, 2**16))
+@given(
+    gsegs=st.lists(malformed_segment, max_size=3) | json_values,
+    psegs=st.lists(malformed_segment, max_size=3) | json_values,
+    seed=st.integers(0, 2**16),
+)
 def test_pq_malformed_segments_info_is_data_error(gsegs, psegs, seed):
     EXAMPLES["pq_malformed_segments"] += 1
     rng = np.random.default_rng(seed)
@@ -327,9 +417,15 @@ def test_pq_malformed_segments_info_is_data_error(gsegs, psegs, seed):
 
 
 @settings(FUZZ, max_examples=60)
-@given(cats=st.lists(st.fixed_dictionaries({"id": st.integers(0, 4) | json_scalars},
-                                           optional={"isthing": json_values}), max_size=4)
-       | json_values)
+@given(
+    cats=st.lists(
+        st.fixed_dictionaries(
+            {"id": st.integers(0, 4) | json_scalars}, optional={"isthing": json_values}
+        ),
+        max_size=4,
+    )
+    | json_values
+)
 @example(cats=[{"id": 1, "isthing": None}])
 @example(cats=[{"id": float("inf")}])
 def test_pq_malformed_categories_is_data_error(cats):
@@ -337,8 +433,12 @@ def test_pq_malformed_categories_is_data_error(cats):
 
     def run():
         ev = PanopticEvaluator(cats)
-        ev.add(np.ones((2, 2), dtype=np.int64), [{"id": 1, "category_id": 1}],
-               np.ones((2, 2), dtype=np.int64), [{"id": 1, "category_id": 1}])
+        ev.add(
+            np.ones((2, 2), dtype=np.int64),
+            [{"id": 1, "category_id": 1}],
+            np.ones((2, 2), dtype=np.int64),
+            [{"id": 1, "category_id": 1}],
+        )
         return ev.summarize()
 
     try:
@@ -350,22 +450,83 @@ def test_pq_malformed_categories_is_data_error(cats):
 # --------------------------------------------------------------------------------------------------
 # config
 # --------------------------------------------------------------------------------------------------
-KEYS = ["solver.lr", "solver.iterations", "solver.amp", "solver.compile", "data.root", "continual.order",
-        "continual.deltas", "model.decoder.hidden_dim", "model.backbone", "model", "loss.num_points",
-        "output_dir", "test", "solver", "nope", "solver.nope", "", ".", "a..b", "_base_",
-        "model.decoder.hidden_dim.x", "continual.scenario"]
+KEYS = [
+    "solver.lr",
+    "solver.iterations",
+    "solver.amp",
+    "solver.compile",
+    "data.root",
+    "continual.order",
+    "continual.deltas",
+    "model.decoder.hidden_dim",
+    "model.backbone",
+    "model",
+    "loss.num_points",
+    "output_dir",
+    "test",
+    "solver",
+    "nope",
+    "solver.nope",
+    "",
+    ".",
+    "a..b",
+    "_base_",
+    "model.decoder.hidden_dim.x",
+    "continual.scenario",
+]
 yaml_values = st.one_of(
-    st.sampled_from(["1", "-1", "1e-3", "1e999", "-1e999", "nan", ".inf", "true", "yes", "null", "~",
-                     "[1, 2]", "{a: 1}", "'x'", "[", "{", "}", "- a", "a: b: c", "2020-13-45",
-                     "2001-12-14", "0000-00-00", "1" * 5000, "1" + "0" * 400, "0x1F", "!!python/object:os.system ls", "&a [*a]",
-                     "!!binary 123", "[" * 300, "[" * 300 + "]" * 300, "*x", "!!float abc", "? [1]\n: 2", ""]),
+    st.sampled_from(
+        [
+            "1",
+            "-1",
+            "1e-3",
+            "1e999",
+            "-1e999",
+            "nan",
+            ".inf",
+            "true",
+            "yes",
+            "null",
+            "~",
+            "[1, 2]",
+            "{a: 1}",
+            "'x'",
+            "[",
+            "{",
+            "}",
+            "- a",
+            "a: b: c",
+            "2020-13-45",
+            "2001-12-14",
+            "0000-00-00",
+            "1" * 5000,
+            "1" + "0" * 400,
+            "0x1F",
+            "!!python/object:os.system ls",
+            "&a [*a]",
+            "!!binary 123",
+            "[" * 300,
+            "[" * 300 + "]" * 300,
+            "*x",
+            "!!float abc",
+            "? [1]\n: 2",
+            "",
+        ]
+    ),
     st.text(max_size=12),
 )
 
 
 @FUZZ
-@given(items=st.lists(st.tuples(st.sampled_from(KEYS) | st.text(max_size=8), yaml_values)
-                      .map(lambda kv: f"{kv[0]}={kv[1]}") | st.text(max_size=12), max_size=4))
+@given(
+    items=st.lists(
+        st.tuples(st.sampled_from(KEYS) | st.text(max_size=8), yaml_values).map(
+            lambda kv: f"{kv[0]}={kv[1]}"
+        )
+        | st.text(max_size=12),
+        max_size=4,
+    )
+)
 @example(items=["model=1", "model.decoder=2"])
 @example(items=["solver.lr=1" + "0" * 400])
 @example(items=["solver.lr=2020-13-01"])
@@ -385,16 +546,39 @@ def test_parse_overrides_and_load_config(items):
 
 
 @FUZZ
-@given(text=st.one_of(
-    st.text(max_size=60),
-    st.lists(st.tuples(st.sampled_from(["model", "solver", "data", "continual", "_base_", "test",
-                                        "output_dir", "lr", "x"]), yaml_values), max_size=4)
-    .map(lambda kvs: "\n".join(f"{k}: {v}" for k, v in kvs)),
-    st.lists(st.tuples(st.sampled_from(["lr", "iterations", "amp", "compile", "seed", "bogus"]),
-                       yaml_values), max_size=3)
-    .map(lambda kvs: "solver:\n" + "\n".join(f"  {k}: {v}" for k, v in kvs)),
-    st.binary(max_size=30).map(lambda b: b.decode("latin-1")),
-), raw=st.binary(max_size=8))
+@given(
+    text=st.one_of(
+        st.text(max_size=60),
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        "model",
+                        "solver",
+                        "data",
+                        "continual",
+                        "_base_",
+                        "test",
+                        "output_dir",
+                        "lr",
+                        "x",
+                    ]
+                ),
+                yaml_values,
+            ),
+            max_size=4,
+        ).map(lambda kvs: "\n".join(f"{k}: {v}" for k, v in kvs)),
+        st.lists(
+            st.tuples(
+                st.sampled_from(["lr", "iterations", "amp", "compile", "seed", "bogus"]),
+                yaml_values,
+            ),
+            max_size=3,
+        ).map(lambda kvs: "solver:\n" + "\n".join(f"  {k}: {v}" for k, v in kvs)),
+        st.binary(max_size=30).map(lambda b: b.decode("latin-1")),
+    ),
+    raw=st.binary(max_size=8),
+)
 @example(text="solver:\n  lr: 2020-13-01", raw=b"")
 @example(text="_base_: [1]", raw=b"")
 @example(text="", raw=b"\xff\xfe")
