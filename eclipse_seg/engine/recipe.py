@@ -390,6 +390,7 @@ def format_recipe(r: Recipe) -> str:
     for s in r.step_recipes:
         lines += _step_text(s)
     lines += _wrapped(f"{'data':14}", [f"{k}={v}" for k, v in r.data.items()])
+    lines += _field("pipeline", _pipeline_line(r.data))
     lines += _field("data root", r.data_root)
     return "\n".join(lines)
 
@@ -409,3 +410,17 @@ def _wrapped(head: str, items: list[str], width: int = 100) -> list[str]:
         line += item + " "
     lines.append(line.rstrip())
     return lines
+
+
+def _pipeline_line(data: dict) -> str:
+    """The training augmentation the data config selects, in words."""
+    if data.get("pipeline", "synthetic") == "synthetic":
+        return "synthetic recipe (resize by data.min_scale..max_scale of base_size, crop, flip)"
+    from eclipse_seg.data.pipelines import pipeline_spec
+
+    return pipeline_spec(
+        data["pipeline"],
+        short_sides=data.get("train_short_sides") or (),
+        max_size=data.get("train_max_size", 0),
+        crop_size=data.get("train_crop_size", 0),
+    ).describe()
