@@ -269,7 +269,7 @@ def cmd_demo(args) -> int:
     from eclipse_seg.demo import run_demo
 
     _threads(args)
-    run_demo(Path(args.out), quick=args.quick, progress=not args.no_progress)
+    run_demo(Path(args.out), quick=args.quick, progress=not args.no_progress, seed=args.seed)
     return 0
 
 
@@ -369,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="synthetic continual demo: ECLIPSE vs fine-tuning vs joint")
     d.add_argument("--out", default="eclipse-demo", help="output folder (default ./eclipse-demo)")
     d.add_argument("--quick", action="store_true", help="sub-minute smoke run")
+    d.add_argument("--seed", type=int, default=0,
+                   help="draws the synthetic world and the training (default 0)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     _compute_options(d, device=False)
     d.set_defaults(func=cmd_demo)

@@ -9,6 +9,13 @@ Official behaviour reproduced (docs/design.md §4):
 - mask losses on `num_points` points per matched mask chosen by importance sampling (oversample x3,
   keep the 75% most uncertain, 25% uniform), normalised by the number of target masks;
 - deep supervision: the same losses, with their own matching, on every auxiliary prediction.
+
+Option (off by default, so real configs keep the official criterion): `all_pixels_if_fewer` makes
+the matcher and the mask losses use every pixel of the predicted mask map instead of random points
+when the map has no more pixels than `num_points` (tiny images: a 16x16 map has 256 pixels, far
+fewer than the official 12544 points). The targets are sampled bilinearly at the pixel centres, as
+they are at random points; the prediction is read at its own pixels, so no point is drawn twice and
+no interpolation or top-k selection runs.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ class LossConfig:
     focal_alpha: float = 5.0
     focal_gamma: float = 1.0
     class_loss_scale: float = 50.0
+    # every mask pixel instead of random points when the mask map has <= num_points pixels
+    all_pixels_if_fewer: bool = False
 
 
 @dataclass
@@ -47,6 +56,29 @@ class Target:
 def point_sample(x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """x (N, C, H, W), coords (N, P, 2) in [0, 1] (x, y) -> (N, C, P), bilinear, align_corners False."""
     return F.grid_sample(x, 2.0 * coords.unsqueeze(2) - 1.0, align_corners=False).squeeze(3)
+
+
+def pixel_centres(h: int, w: int, device=None) -> torch.Tensor:
+    """(1, H*W, 2) centres of the pixels of an (H, W) map in [0, 1] (x, y), row-major: `point_sample`
+    at these coordinates reads an (H, W) map's own pixels exactly."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy], -1).view(1, h * w, 2)
+
+
+def uses_all_pixels(pred_masks: torch.Tensor, cfg: LossConfig) -> bool:
+    """Whether the loss reads every pixel of `pred_masks` (..., H, W) instead of random points."""
+    return cfg.all_pixels_if_fewer and pred_masks.shape[-2] * pred_masks.shape[-1] <= cfg.num_points
+
+
+def targets_at_pixels(targets: list[Target], h: int, w: int) -> list[torch.Tensor]:
+    """Per image, the target masks (T, H*W) sampled at the pixel centres of an (H, W) mask map."""
+    out = []
+    for t in targets:
+        coords = pixel_centres(h, w, t.masks.device)
+        out.append(point_sample(t.masks[None].float(), coords)[0])
+    return out
 
 
 def uncertain_point_coords(logits: torch.Tensor, num_points: int, oversample_ratio: float,
@@ -82,13 +114,18 @@ def pairwise_dice(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def hungarian_match(pred: Prediction, targets: list[Target], cfg: LossConfig
+def hungarian_match(pred: Prediction, targets: list[Target], cfg: LossConfig,
+                    target_pixels: list[torch.Tensor] | None = None
                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per image, (query indices, target indices) of the minimum-cost assignment. The predicted
-    masks of all images are point-sampled in one call (each image has its own random points)."""
-    b, q = pred.pred_masks.shape[:2]
-    coords = torch.rand(b, cfg.num_points, 2, device=pred.pred_masks.device)
-    pred_points = point_sample(pred.pred_masks.float(), coords)  # (B, Q, P)
+    masks of all images are point-sampled in one call (each image has its own random points).
+    `target_pixels`: `targets_at_pixels` of the mask map's size to cost every pixel instead."""
+    b = pred.pred_masks.shape[0]
+    if target_pixels is None:
+        coords = torch.rand(b, cfg.num_points, 2, device=pred.pred_masks.device)
+        pred_points = point_sample(pred.pred_masks.float(), coords)  # (B, Q, P)
+    else:
+        pred_points = pred.pred_masks.float().flatten(2)  # (B, Q, H*W)
     probs = pred.pred_logits.float().softmax(-1)
     costs = []
     for i, tgt in enumerate(targets):
@@ -96,7 +133,10 @@ def hungarian_match(pred: Prediction, targets: list[Target], cfg: LossConfig
             costs.append(None)
             continue
         pm = pred_points[i]
-        tm = point_sample(tgt.masks[None].to(pm.dtype), coords[i : i + 1])[0]  # (T, P)
+        if target_pixels is None:
+            tm = point_sample(tgt.masks[None].to(pm.dtype), coords[i : i + 1])[0]  # (T, P)
+        else:
+            tm = target_pixels[i]
         costs.append(cfg.mask_weight * pairwise_sigmoid_ce(pm, tm) - cfg.class_weight * probs[i][:, tgt.labels]
                      + cfg.dice_weight * pairwise_dice(pm, tm))
     # one device-to-host copy for the whole batch (a GPU would otherwise sync once per image)
@@ -129,19 +169,25 @@ def class_loss(logits: torch.Tensor, target_classes: torch.Tensor, cfg: LossConf
 
 def mask_losses(pred_masks: torch.Tensor, targets: list[Target],
                 indices: list[tuple[torch.Tensor, torch.Tensor]], num_masks: float,
-                cfg: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Point-sampled BCE and dice over matched (query, target) pairs, summed / num_masks."""
+                cfg: LossConfig, target_pixels: list[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point-sampled BCE and dice over matched (query, target) pairs, summed / num_masks.
+    `target_pixels`: `targets_at_pixels` of the mask map's size to use every pixel instead."""
     src = torch.cat([pred_masks[b, q] for b, (q, _) in enumerate(indices)])
     if src.shape[0] == 0:
         zero = pred_masks.sum() * 0.0
         return zero, zero
-    tgt = torch.cat([t.masks[j] for t, (_, j) in zip(targets, indices)]).to(src.dtype)
-    src, tgt = src[:, None], tgt[:, None]
-    with torch.no_grad():
-        coords = uncertain_point_coords(src.float(), cfg.num_points, cfg.oversample_ratio,
-                                        cfg.importance_sample_ratio)
-        labels = point_sample(tgt.float(), coords)[:, 0]
-    logits = point_sample(src.float(), coords)[:, 0]
+    if target_pixels is not None:
+        logits = src.float().flatten(1)  # (M, H*W)
+        labels = torch.cat([tp[j] for tp, (_, j) in zip(target_pixels, indices)])
+    else:
+        tgt = torch.cat([t.masks[j] for t, (_, j) in zip(targets, indices)]).to(src.dtype)
+        src, tgt = src[:, None], tgt[:, None]
+        with torch.no_grad():
+            coords = uncertain_point_coords(src.float(), cfg.num_points, cfg.oversample_ratio,
+                                            cfg.importance_sample_ratio)
+            labels = point_sample(tgt.float(), coords)[:, 0]
+        logits = point_sample(src.float(), coords)[:, 0]
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum() / num_masks
     p = logits.sigmoid()
     dice = 1 - (2 * (p * labels).sum(-1) + 1) / (p.sum(-1) + labels.sum(-1) + 1)
@@ -154,15 +200,17 @@ class SetCriterion:
     def __init__(self, cfg: LossConfig):
         self.cfg = cfg
 
-    def single(self, pred: Prediction, targets: list[Target], num_masks: float) -> dict[str, torch.Tensor]:
-        indices = hungarian_match(pred, targets, self.cfg)
+    def single(self, pred: Prediction, targets: list[Target], num_masks: float,
+               target_pixels: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        indices = hungarian_match(pred, targets, self.cfg, target_pixels)
         logits = pred.pred_logits.float()
         target_classes = torch.full(logits.shape[:2], logits.shape[-1] - 1, dtype=torch.int64,
                                     device=logits.device)
         for b, (q, j) in enumerate(indices):
             target_classes[b, q.to(logits.device)] = targets[b].labels[j].to(logits.device)
         loss_ce = class_loss(logits, target_classes, self.cfg)
-        loss_mask, loss_dice = mask_losses(pred.pred_masks, targets, indices, num_masks, self.cfg)
+        loss_mask, loss_dice = mask_losses(pred.pred_masks, targets, indices, num_masks, self.cfg,
+                                           target_pixels)
         return {"loss_ce": loss_ce, "loss_mask": loss_mask, "loss_dice": loss_dice}
 
     def __call__(self, output: DecoderOutput, targets: list[Target],
@@ -175,10 +223,13 @@ class SetCriterion:
         weights = {"loss_ce": self.cfg.class_weight, "loss_mask": self.cfg.mask_weight,
                    "loss_dice": self.cfg.dice_weight}
         preds = [Prediction(output.pred_logits, output.pred_masks)] + list(output.aux_outputs)
+        target_pixels = None  # sampled once: every prediction's mask map has the same size
+        if uses_all_pixels(output.pred_masks, self.cfg):
+            target_pixels = targets_at_pixels(targets, *output.pred_masks.shape[-2:])
         total = 0.0
         terms: dict[str, float] = {}
         for i, pred in enumerate(preds):
-            losses = self.single(pred, targets, num_masks)
+            losses = self.single(pred, targets, num_masks, target_pixels)
             suffix = "" if i == 0 else f"_{i - 1}"
             for k, v in losses.items():
                 total = total + weights[k] * v

@@ -1,16 +1,18 @@
-"""A synthetic COCO-panoptic dataset that a tiny Mask2Former learns in minutes on a CPU.
+"""A synthetic COCO-panoptic world that a tiny Mask2Former learns in minutes on a CPU.
 
 Why it exists: tests and the demo need panoptic data with things and stuff, several instances,
-occlusions and a class order to split into continual steps, with no download. Classes are not
-separable by one pixel colour: every thing colour is worn by two shapes (one instance in ten
-of a class borrow another class's colour), and sky/water (blue), sand/wall (tan), snow/white things
-share hues but differ in texture or shape.
+occlusions and a class order to split into continual steps, with no download. Written in the same
+on-disk format as COCO / ADE20K panoptic (JSON + id PNGs + images), so the demo exercises the very
+loader real users run.
 
-Things also carry a class texture (stripes, checkerboard, dots, plain), a local cue that a small
-network picks up quickly, as it does the stuff textures.
-
-Written in the same on-disk format as COCO / ADE20K panoptic (JSON + id PNGs + images), so the demo
-exercises the very loader real users run.
+How it is built (so that continual learning behaves as on real data): a class is a combination of
+cues - colour, texture and shape for things, hue family and texture for stuff - and every cue of a
+later class is one the base classes already exercise. Features trained on the base classes alone
+therefore also describe the new classes, as ImageNet-pretrained features describe ADE20K's later
+classes; a frozen network with new prompts can learn them. No class is separable by pixel colour
+alone: every thing colour is worn by two classes (or by a thing and a stuff class), and the stuff
+classes share hue families (blue: sky, water; pale: overcast sky, snow; tan: sand, wall; green:
+grass, and the green things).
 """
 
 from __future__ import annotations
@@ -23,21 +25,22 @@ from PIL import Image
 
 from eclipse_seg.data.coco_panoptic import segments_from_id_map, write_coco_panoptic
 
-# Interleaved so that any prefix split of the order mixes things and stuff; the later pairs (a stuff
-# and a thing per incremental step of the demo's 6-2 scenario) differ in colour within each pair.
+# Interleaved so that any prefix split of the order mixes things and stuff; the demo's scenario 9-1
+# learns the first 9 at step 0, then diamond, wall and cross one per step. "color" is the class's
+# display colour in overlays, chosen unlike its looks so that a tinted segment stands out.
 SYNTHETIC_CATEGORIES: list[dict] = [
-    {"id": 1, "name": "sky", "isthing": 0, "color": [135, 190, 235]},
-    {"id": 2, "name": "disk", "isthing": 1, "color": [220, 40, 40]},
-    {"id": 3, "name": "grass", "isthing": 0, "color": [60, 150, 50]},
-    {"id": 4, "name": "square", "isthing": 1, "color": [240, 200, 30]},
-    {"id": 5, "name": "water", "isthing": 0, "color": [30, 80, 170]},
-    {"id": 6, "name": "triangle", "isthing": 1, "color": [150, 60, 200]},
-    {"id": 7, "name": "snow", "isthing": 0, "color": [225, 230, 240]},
-    {"id": 8, "name": "ring", "isthing": 1, "color": [250, 140, 20]},
-    {"id": 9, "name": "sand", "isthing": 0, "color": [215, 190, 130]},
-    {"id": 10, "name": "diamond", "isthing": 1, "color": [30, 30, 30]},
-    {"id": 11, "name": "wall", "isthing": 0, "color": [170, 90, 60]},
-    {"id": 12, "name": "cross", "isthing": 1, "color": [245, 245, 245]},
+    {"id": 1, "name": "sky", "isthing": 0, "color": [255, 60, 180]},
+    {"id": 2, "name": "disk", "isthing": 1, "color": [0, 200, 255]},
+    {"id": 3, "name": "grass", "isthing": 0, "color": [255, 0, 255]},
+    {"id": 4, "name": "square", "isthing": 1, "color": [0, 90, 255]},
+    {"id": 5, "name": "water", "isthing": 0, "color": [255, 230, 0]},
+    {"id": 6, "name": "triangle", "isthing": 1, "color": [0, 255, 120]},
+    {"id": 7, "name": "snow", "isthing": 0, "color": [255, 100, 0]},
+    {"id": 8, "name": "ring", "isthing": 1, "color": [120, 0, 255]},
+    {"id": 9, "name": "sand", "isthing": 0, "color": [0, 160, 60]},
+    {"id": 10, "name": "diamond", "isthing": 1, "color": [255, 255, 255]},
+    {"id": 11, "name": "wall", "isthing": 0, "color": [20, 20, 20]},
+    {"id": 12, "name": "cross", "isthing": 1, "color": [255, 0, 0]},
 ]
 
 _PALETTE = {
@@ -45,20 +48,22 @@ _PALETTE = {
     "yellow": (235, 205, 35),
     "purple": (150, 60, 200),
     "orange": (245, 140, 25),
-    "white": (245, 245, 245),
-    "black": (25, 25, 25),
+    "blue": (45, 85, 205),
+    "green": (60, 165, 60),
 }
-# (own colour, borrowed colour): every colour is one class's own and another's borrowed one, so a
-# pixel's colour alone is ambiguous; shape and texture decide.
-_THING_COLOURS = {
-    "disk": ("red", "yellow"),
-    "square": ("yellow", "purple"),
-    "triangle": ("purple", "red"),
-    "ring": ("orange", "white"),
-    "cross": ("white", "black"),
-    "diamond": ("black", "orange"),
+# Every thing class has one texture and two colours (each drawn half of the time). Every colour and
+# every texture is worn by two base classes (step 0 must learn both cues to tell them apart) and
+# each (colour, texture) pair belongs to exactly one class. The incremental things (diamond, cross)
+# are new pairs of cues the base classes already exercise: diamond = triangle's checkerboard in
+# square's colours, cross = square's stripes in triangle's colours.
+_THING_LOOKS = {
+    "disk": ("plain", ("red", "yellow")),
+    "square": ("stripes", ("red", "purple")),
+    "triangle": ("checker", ("yellow", "orange")),
+    "ring": ("plain", ("purple", "orange")),
+    "diamond": ("checker", ("blue", "blue")),
+    "cross": ("stripes", ("green", "green")),
 }
-_OWN_COLOUR_PROB = 0.9
 _STUFF = [c for c in SYNTHETIC_CATEGORIES if not c["isthing"]]
 _THINGS = [c for c in SYNTHETIC_CATEGORIES if c["isthing"]]
 
@@ -75,31 +80,36 @@ class SyntheticSpec:
 
 
 def _stuff_texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) float texture of a stuff class."""
+    """(H, W, 3) float texture of a stuff class. Hue families are shared (blue: sky, water; green:
+    grass, pond water; pale: snow, overcast sky; tan: sand, wall); the texture tells them apart."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     noise = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
-    if name == "sky":
+    if name == "sky":  # smooth vertical gradient, clear blue or overcast
         t = yy / max(h - 1, 1)
-        base = np.stack([120 + 60 * t, 170 + 40 * t, 240 - 10 * t], -1)
+        if rng.random() < 0.5:
+            base = np.stack([120 + 60 * t, 170 + 40 * t, 240 - 10 * t], -1)
+        else:
+            base = np.stack([185 + 25 * t, 195 + 22 * t, 212 + 15 * t], -1)
         return base + 3 * noise[..., None]
-    if name == "water":
+    if name == "water":  # horizontal waves, blue or green (a pond)
         phase = rng.uniform(0, 2 * np.pi)
-        stripes = np.sin(yy * 2 * np.pi / 5.0 + 0.3 * np.sin(xx / 4.0) + phase)
-        base = np.stack([40 + 20 * stripes, 90 + 30 * stripes, 185 + 30 * stripes], -1)
+        waves = np.sin(yy * 2 * np.pi / 5.0 + 0.3 * np.sin(xx / 4.0) + phase)
+        tint = (40, 90, 185) if rng.random() < 0.5 else (35, 125, 130)
+        base = np.stack([tint[0] + 20 * waves, tint[1] + 30 * waves, tint[2] + 30 * waves], -1)
         return base + 4 * noise[..., None]
-    if name == "grass":
+    if name == "grass":  # vertical streaks
         streaks = rng.normal(0, 1, (1, w)).astype(np.float32)
         g = 140 + 35 * noise + 25 * streaks
         return np.stack([55 + 15 * noise, g, 45 + 10 * noise], -1)
-    if name == "sand":
+    if name == "sand":  # fine grain
         return np.stack([215 + 14 * noise, 188 + 14 * noise, 128 + 12 * noise], -1)
-    if name == "wall":
+    if name == "wall":  # bricks: the tan of sand, mortar lines like the waves of water
         off = (((yy // 6) % 2) * 5).astype(np.float32)
         mortar = ((yy % 6) < 1) | (((xx + off) % 10) < 1)
         brick = np.stack([200 + 8 * noise, 170 + 8 * noise, 120 + 8 * noise], -1)
         brick[mortar] = (120, 110, 105)
         return brick
-    if name == "snow":
+    if name == "snow":  # soft blotches
         blot = _smooth_noise(h, w, rng, scale=8)
         return np.stack([228 + 18 * blot, 232 + 14 * blot, 242 + 8 * blot], -1)
     raise ValueError(f"unknown stuff class {name!r}")
@@ -126,7 +136,7 @@ def _shape_mask(name: str, h: int, w: int, cy: float, cx: float, r: float) -> np
         return (yy >= top) & (yy <= bottom) & (np.abs(dx) <= half)
     if name == "ring":
         d2 = dy**2 + dx**2
-        return (d2 <= r**2) & (d2 >= (0.55 * r) ** 2)
+        return (d2 <= r**2) & (d2 >= (0.45 * r) ** 2)
     if name == "cross":
         arm = 0.33 * r
         return ((np.abs(dy) <= arm) & (np.abs(dx) <= r)) | ((np.abs(dx) <= arm) & (np.abs(dy) <= r))
@@ -135,19 +145,17 @@ def _shape_mask(name: str, h: int, w: int, cy: float, cx: float, r: float) -> np
     raise ValueError(f"unknown thing class {name!r}")
 
 
-def _thing_pattern(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W) brightness pattern of a thing class: a local texture cue on top of its shape."""
+def _thing_pattern(texture: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) brightness pattern of a thing texture (random phase): a local cue on top of its shape."""
     yy, xx = np.mgrid[0:h, 0:w]
     oy, ox = rng.integers(0, 4, size=2)
-    if name == "square":  # horizontal stripes
-        return np.where(((yy + oy) // 2) % 2 == 0, 1.0, 0.6).astype(np.float32)
-    if name == "triangle":  # checkerboard
+    if texture == "stripes":  # horizontal, 3-pixel bands
+        return np.where(((yy + oy) // 3) % 2 == 0, 1.0, 0.6).astype(np.float32)
+    if texture == "checker":  # 3-pixel cells
         return np.where((((yy + oy) // 3) + ((xx + ox) // 3)) % 2 == 0, 1.0, 0.55).astype(np.float32)
-    if name == "cross":  # diagonal stripes
-        return np.where(((yy + xx + ox) // 2) % 2 == 0, 1.0, 0.6).astype(np.float32)
-    if name == "diamond":  # dots
-        return np.where(((yy + oy) % 3 == 0) & ((xx + ox) % 3 == 0), 0.5, 1.0).astype(np.float32)
-    return np.ones((h, w), np.float32)  # disk and ring: plain
+    if texture == "plain":
+        return np.ones((h, w), np.float32)
+    raise ValueError(f"unknown thing texture {texture!r}")
 
 
 def _stuff_layout(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
@@ -198,10 +206,10 @@ def generate_image(
         mask = _shape_mask(cat["name"], h, w, cy, cx, r)
         if mask.sum() < 12:
             continue
-        own_colour = rng.random() < _OWN_COLOUR_PROB
-        colour = np.array(_PALETTE[_THING_COLOURS[cat["name"]][0 if own_colour else 1]], np.float32)
+        texture, colours = _THING_LOOKS[cat["name"]]
+        colour = np.array(_PALETTE[colours[int(rng.integers(2))]], np.float32)
         shade = 1.0 + 0.08 * rng.normal(0, 1, (h, w, 1)).astype(np.float32)
-        shade *= _thing_pattern(cat["name"], h, w, rng)[..., None]
+        shade *= _thing_pattern(texture, h, w, rng)[..., None]
         image[mask] = (colour * shade)[mask]
         ids[mask] = next_id
         seg_to_cat[next_id] = cat["id"]
