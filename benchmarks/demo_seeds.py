@@ -33,8 +33,17 @@ def run_demo(seed: int, threads: int, folder: Path, quick: bool) -> tuple[dict, 
     if results_path.exists() and "joint_training" in json.loads(results_path.read_text()):
         return json.loads(results_path.read_text()), None
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "eclipse_seg", "demo", "--seed", str(seed), "--out", str(folder),
-           "--no-progress"] + (["--quick"] if quick else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "eclipse_seg",
+        "demo",
+        "--seed",
+        str(seed),
+        "--out",
+        str(folder),
+        "--no-progress",
+    ] + (["--quick"] if quick else [])
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return json.loads(results_path.read_text()), time.perf_counter() - start
@@ -58,13 +67,24 @@ def row(seed: int, threads: int, results: dict, seconds: float | None) -> list:
     ft = {e["step"]: e for e in m["finetune"]["steps"]}
     joint = {e["step"]: e for e in m["joint"]["steps"]}
     claims = check_claims(results)
-    incremental = "/".join(f"{pq:.1f}" if pq is not None else "-"
-                           for _, _, pq in incremental_class_pq(results))
+    incremental = "/".join(
+        f"{pq:.1f}" if pq is not None else "-" for _, _, pq in incremental_class_pq(results)
+    )
     failed = [c.text for c in claims if not c.holds]
-    return [seed, threads, "-" if seconds is None else f"{seconds:.0f}",
-            f"{results.get('total_seconds', 0.0):.0f}", ecl[0]["pq_all"], incremental,
-            ecl[last]["pq_old"], ecl[last]["pq_new"], ecl[last]["pq_all"], ft[last]["pq_old"],
-            joint[last]["pq_all"], f"{len(claims) - len(failed)}/{len(claims)}"], failed
+    return [
+        seed,
+        threads,
+        "-" if seconds is None else f"{seconds:.0f}",
+        f"{results.get('total_seconds', 0.0):.0f}",
+        ecl[0]["pq_all"],
+        incremental,
+        ecl[last]["pq_old"],
+        ecl[last]["pq_new"],
+        ecl[last]["pq_all"],
+        ft[last]["pq_old"],
+        joint[last]["pq_all"],
+        f"{len(claims) - len(failed)}/{len(claims)}",
+    ], failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,23 +92,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--out", default="runs/demo_seeds")
-    p.add_argument("--repeat", action="store_true",
-                   help="rerun the first seed / thread count and compare every number")
+    p.add_argument(
+        "--repeat",
+        action="store_true",
+        help="rerun the first seed / thread count and compare every number",
+    )
     p.add_argument("--quick", action="store_true", help="the demo's --quick smoke run (plumbing)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     out = Path(args.out)
-    headers = ["seed", "threads", "wall s", "demo s", "step-0 PQ", "new classes at their step",
-               "ECLIPSE old", "ECLIPSE new", "ECLIPSE all", "FT old", "joint all", "claims"]
+    headers = [
+        "seed",
+        "threads",
+        "wall s",
+        "demo s",
+        "step-0 PQ",
+        "new classes at their step",
+        "ECLIPSE old",
+        "ECLIPSE new",
+        "ECLIPSE all",
+        "FT old",
+        "joint all",
+        "claims",
+    ]
     rows, failures, record = [], [], []
     for seed in args.seeds:
         for threads in args.threads:
-            results, seconds = run_demo(seed, threads, out / f"seed{seed}_threads{threads}", args.quick)
+            results, seconds = run_demo(
+                seed, threads, out / f"seed{seed}_threads{threads}", args.quick
+            )
             r, failed = row(seed, threads, results, seconds)
             rows.append(r)
             failures += [f"seed {seed}, {threads} threads: {f}" for f in failed]
-            record.append({"seed": seed, "threads": threads, "wall_seconds": seconds,
-                           "results": results})
+            record.append(
+                {"seed": seed, "threads": threads, "wall_seconds": seconds, "results": results}
+            )
     print(f"eclipse-seg demo{' --quick' if args.quick else ''} on {describe_cpu()}")
     print(table(headers, rows))
     same = None
@@ -97,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         first = json.loads((out / f"seed{seed}_threads{threads}" / "results.json").read_text())
         again, _ = run_demo(seed, threads, out / f"seed{seed}_threads{threads}_repeat", args.quick)
         same = numbers(first) == numbers(again)
-        print(f"rerun of seed {seed} with {threads} threads: "
-              f"{'identical numbers' if same else 'NUMBERS DIFFER'}")
+        print(
+            f"rerun of seed {seed} with {threads} threads: "
+            f"{'identical numbers' if same else 'NUMBERS DIFFER'}"
+        )
     for f in failures:
         print(f"FAIL {f}")
     if not failures:

@@ -34,6 +34,7 @@ def _count(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+
     return parse
 
 
@@ -44,8 +45,10 @@ def _threads(args) -> None:
 
     n, source = configure_threads(getattr(args, "threads", None))
     if dist.rank() == 0:
-        print(f"eclipse-seg {__version__}: {n} CPU thread{'s' if n != 1 else ''} ({source})",
-              file=sys.stderr)
+        print(
+            f"eclipse-seg {__version__}: {n} CPU thread{'s' if n != 1 else ''} ({source})",
+            file=sys.stderr,
+        )
 
 
 def _load_cfg(args):
@@ -68,9 +71,12 @@ def cmd_make_synthetic(args) -> int:
     from eclipse_seg.data.synthetic import make_synthetic
 
     h, w = args.size
-    out = make_synthetic(Path(args.out), seed=args.seed, num_train=args.train, num_val=args.val,
-                         height=h, width=w)
-    print(f"wrote synthetic COCO-panoptic dataset to {out} ({args.train} train, {args.val} val, {h}x{w})")
+    out = make_synthetic(
+        Path(args.out), seed=args.seed, num_train=args.train, num_val=args.val, height=h, width=w
+    )
+    print(
+        f"wrote synthetic COCO-panoptic dataset to {out} ({args.train} train, {args.val} val, {h}x{w})"
+    )
     return 0
 
 
@@ -102,14 +108,17 @@ def cmd_train(args) -> int:
     inputs = prepare_run(cfg, method, steps)
     out = Path(cfg.output_dir)
     with claim_output_dir(out, cfg, overwrite=args.overwrite, resume=args.resume):
-        results = run(cfg, method, steps, resume=args.resume, progress=not args.no_progress,
-                      inputs=inputs)
+        results = run(
+            cfg, method, steps, resume=args.resume, progress=not args.no_progress, inputs=inputs
+        )
         if dist.rank() == 0:
             print(format_results_table(results))
             plot_results(results, out / "pq_over_steps.png")
             plot_class_heatmap(results, out / "class_heatmap.png")
-            print(f"results: {out / 'results.json'}  plot: {out / 'pq_over_steps.png'}  "
-                  f"heat map: {out / 'class_heatmap.png'}")
+            print(
+                f"results: {out / 'results.json'}  plot: {out / 'pq_over_steps.png'}  "
+                f"heat map: {out / 'class_heatmap.png'}"
+            )
     return 0
 
 
@@ -133,8 +142,10 @@ def _train_orders(args, cfg, method: str) -> int:
         summary = run_orders(plan, resume=args.resume, progress=not args.no_progress)
         if dist.rank() == 0:
             print(format_orders_table(summary))
-            print(f"summary: {plan.out / ORDERS_JSON}  plot: {plan.out / ORDERS_PLOT}  "
-                  f"runs: {plan.out}/order_0 .. order_{args.orders - 1}")
+            print(
+                f"summary: {plan.out / ORDERS_JSON}  plot: {plan.out / ORDERS_PLOT}  "
+                f"runs: {plan.out}/order_0 .. order_{args.orders - 1}"
+            )
     return 0
 
 
@@ -151,8 +162,10 @@ def _run_with_overrides(weights: str, device: str, config: str | None, overrides
 
     fixed = [o for o in overrides if not o.startswith(_EVAL_KEYS)]
     if fixed:
-        raise ConfigError(f"{fixed[0]!r}: only data.*, test.* and continual.deltas can be changed "
-                          "for a trained checkpoint (its model, scenario and method are fixed)")
+        raise ConfigError(
+            f"{fixed[0]!r}: only data.*, test.* and continual.deltas can be changed "
+            "for a trained checkpoint (its model, scenario and method are fixed)"
+        )
     run = load_run(weights, device)
     if config is not None:
         other = load_config(resolve_config(config), overrides)
@@ -187,12 +200,19 @@ def cmd_evaluate(args) -> int:
     known = {c["id"] for c in val.categories}
     foreign = [c for c in scenario.order if c not in known]
     if foreign:
-        raise ConfigError(f"classes {foreign[:10]} of the checkpoint (scenario {scenario.name}) are "
-                          f"not categories of this validation set ({cfg.data.root}): evaluate it "
-                          "on the dataset it was trained on (or one with the same category ids)")
-    summary = evaluate_model(Predictor.from_run(run), val, step, max_images=cfg.data.max_val_images,
-                             progress=not args.no_progress,
-                             predictions_dir=Path(args.predictions) if args.predictions else None)
+        raise ConfigError(
+            f"classes {foreign[:10]} of the checkpoint (scenario {scenario.name}) are "
+            f"not categories of this validation set ({cfg.data.root}): evaluate it "
+            "on the dataset it was trained on (or one with the same category ids)"
+        )
+    summary = evaluate_model(
+        Predictor.from_run(run),
+        val,
+        step,
+        max_images=cfg.data.max_val_images,
+        progress=not args.no_progress,
+        predictions_dir=Path(args.predictions) if args.predictions else None,
+    )
     row = step_result(summary, step, scenario)
     metric = "miou" if summary.get("metric") == "miou" else "pq"
     name = {"pq": "PQ", "miou": "mIoU"}[metric]
@@ -204,14 +224,20 @@ def cmd_evaluate(args) -> int:
         for group in ("old", "new", "all"):
             value = row[f"miou_{group}"]
             print(f"  mIoU {group:>3}: " + ("-" if value is None else f"{value:.2f}"))
-    values = "  ".join(f"{g} " + ("-" if row[f"{metric}_{g}"] is None else f"{row[f'{metric}_{g}']:.2f}")
-                       for g in ("old", "new", "all"))
+    values = "  ".join(
+        f"{g} " + ("-" if row[f"{metric}_{g}"] is None else f"{row[f'{metric}_{g}']:.2f}")
+        for g in ("old", "new", "all")
+    )
     print(f"{name} (points): {values}")
     if args.output:
         from eclipse_seg.data.files import atomic_write_bytes
 
-        atomic_write_bytes(Path(args.output), json.dumps(
-            {"unit": "points", "summary": in_points(summary), "step": row}, indent=1).encode())
+        atomic_write_bytes(
+            Path(args.output),
+            json.dumps(
+                {"unit": "points", "summary": in_points(summary), "step": row}, indent=1
+            ).encode(),
+        )
     return 0
 
 
@@ -233,10 +259,13 @@ def cmd_predict(args) -> int:
 
     _threads(args)
     run = _run_with_overrides(args.weights, args.device or "cpu", None, overrides)
-    annotations = predict_files(Path(args.weights), images, Path(args.output),
-                                predictor=Predictor.from_run(run))
-    print(f"{len(annotations)} prediction(s) written to {args.output} (predictions.json, panoptic/, "
-          "overlays/)")
+    annotations = predict_files(
+        Path(args.weights), images, Path(args.output), predictor=Predictor.from_run(run)
+    )
+    print(
+        f"{len(annotations)} prediction(s) written to {args.output} (predictions.json, panoptic/, "
+        "overlays/)"
+    )
     return 0
 
 
@@ -250,8 +279,14 @@ def cmd_evaluate_panoptic(args) -> int:
     )
 
     groups = parse_class_groups(args.class_groups) if args.class_groups else None
-    result = pq_compute(args.gt_json, args.gt_folder, args.pred_json, args.pred_folder,
-                        groups=groups, workers=args.workers)
+    result = pq_compute(
+        args.gt_json,
+        args.gt_folder,
+        args.pred_json,
+        args.pred_folder,
+        groups=groups,
+        workers=args.workers,
+    )
     try:
         with open(args.gt_json, encoding="utf-8") as f:
             names = {int(c["id"]): str(c.get("name", "")) for c in json.load(f)["categories"]}
@@ -259,8 +294,9 @@ def cmd_evaluate_panoptic(args) -> int:
         names = None
     print(format_pq_table(result, per_class=args.per_class, names=names))
     if args.output is not None:
-        atomic_write_bytes(args.output, json.dumps({"unit": "points", **in_points(result)},
-                                                   indent=2).encode())
+        atomic_write_bytes(
+            args.output, json.dumps({"unit": "points", **in_points(result)}, indent=2).encode()
+        )
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -280,8 +316,9 @@ def cmd_report(args) -> int:
     device = args.device or "cpu"
     resolve_device(device)
     _threads(args)
-    path = write_report(args.run_dir, args.output, images=args.images, device=device,
-                        data_root=args.data_root)
+    path = write_report(
+        args.run_dir, args.output, images=args.images, device=device, data_root=args.data_root
+    )
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained)")
     return 0
 
@@ -297,15 +334,20 @@ def cmd_check_data(args) -> int:
 
     cfg = _load_cfg(args)
     if synthetic_pending(cfg):
-        print(f"synthetic dataset not generated yet under {cfg.data.root}: it is generated on "
-              "first use; nothing to check")
+        print(
+            f"synthetic dataset not generated yet under {cfg.data.root}: it is generated on "
+            "first use; nothing to check"
+        )
         return 0
     problems = check_config_data(cfg, deep=not args.quick)
     print(root_note(cfg.data.root))
     for split in ("train", "val"):
         j, p, i = split_paths(cfg, split)
-        print(f"{split}: images {i}  labels {p}" if cfg.data.dataset == "semantic"
-              else f"{split}: json {j}  png {p}  images {i}")
+        print(
+            f"{split}: images {i}  labels {p}"
+            if cfg.data.dataset == "semantic"
+            else f"{split}: json {j}  png {p}  images {i}"
+        )
     print(format_problems(problems, args.max_problems or None))
     return 0 if not problems else 1
 
@@ -316,11 +358,21 @@ def cmd_convert_masks(args) -> int:
     try:
         void = [int(v) for v in args.void_values.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--void-values: expected comma-separated integers, got "
-                          f"{args.void_values!r}") from None
-    summary = convert_split(args.split, args.categories, images=args.images, masks=args.masks,
-                            labels=args.labels, instances=args.instances, out_json=args.out_json,
-                            out_pngs=args.out_pngs, overlap=args.overlap, void_values=void)
+        raise ConfigError(
+            f"--void-values: expected comma-separated integers, got {args.void_values!r}"
+        ) from None
+    summary = convert_split(
+        args.split,
+        args.categories,
+        images=args.images,
+        masks=args.masks,
+        labels=args.labels,
+        instances=args.instances,
+        out_json=args.out_json,
+        out_pngs=args.out_pngs,
+        overlap=args.overlap,
+        void_values=void,
+    )
     print(summary.format())
     return 0
 
@@ -333,14 +385,24 @@ def cmd_import_official(args) -> int:
         try:
             things = [int(x) for x in args.thing_classes.split(",") if x.strip()]
         except ValueError:
-            raise ConfigError(f"--thing-classes: expected comma-separated integers, got "
-                              f"{args.thing_classes!r}") from None
-    manifest = import_official(args.weights, args.config, args.output, args.opts, things,
-                               categories=args.categories, allow_pickle=args.allow_pickle,
-                               official_thing_lookup=args.official_thing_lookup)
-    print(f"wrote {args.output}: scenario {manifest['scenario']['name']}, step {manifest['step']}, "
-          f"method {manifest['method']}, query groups {manifest['groups']}, classes per step "
-          f"{manifest['classes_per_step']}")
+            raise ConfigError(
+                f"--thing-classes: expected comma-separated integers, got {args.thing_classes!r}"
+            ) from None
+    manifest = import_official(
+        args.weights,
+        args.config,
+        args.output,
+        args.opts,
+        things,
+        categories=args.categories,
+        allow_pickle=args.allow_pickle,
+        official_thing_lookup=args.official_thing_lookup,
+    )
+    print(
+        f"wrote {args.output}: scenario {manifest['scenario']['name']}, step {manifest['step']}, "
+        f"method {manifest['method']}, query groups {manifest['groups']}, classes per step "
+        f"{manifest['classes_per_step']}"
+    )
     return 0
 
 
@@ -348,11 +410,18 @@ def cmd_import_official(args) -> int:
 # parser
 # --------------------------------------------------------------------------------------------------
 def _compute_options(p: argparse.ArgumentParser, device: bool = True) -> None:
-    p.add_argument("--threads", type=_count(1), help="CPU threads for torch (default: "
-                   "$ECLIPSE_THREADS, else the cores this process may use)")
+    p.add_argument(
+        "--threads",
+        type=_count(1),
+        help="CPU threads for torch (default: "
+        "$ECLIPSE_THREADS, else the cores this process may use)",
+    )
     if device:
-        p.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto (train default: auto = "
-                       "cuda, then mps, then cpu; evaluate / predict / report default: cpu)")
+        p.add_argument(
+            "--device",
+            help="cpu, cuda, cuda:1, mps or auto (train default: auto = "
+            "cuda, then mps, then cpu; evaluate / predict / report default: cpu)",
+        )
 
 
 def cmd_export(args) -> int:
@@ -369,8 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="synthetic continual demo: ECLIPSE vs fine-tuning vs joint")
     d.add_argument("--out", default="eclipse-demo", help="output folder (default ./eclipse-demo)")
     d.add_argument("--quick", action="store_true", help="sub-minute smoke run")
-    d.add_argument("--seed", type=int, default=0,
-                   help="draws the synthetic world and the training (default 0)")
+    d.add_argument(
+        "--seed", type=int, default=0, help="draws the synthetic world and the training (default 0)"
+    )
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     _compute_options(d, device=False)
     d.set_defaults(func=cmd_demo)
@@ -388,42 +458,75 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. solver.lr=1e-3")
     t.add_argument("--scenario", help="e.g. 100-5, 9-1, or 6,3,3")
     t.add_argument("--step", type=int, help="only this step (default: all)")
-    t.add_argument("--method", choices=["eclipse", "finetune", "joint"],
-                   help="default: the config's continual.method")
+    t.add_argument(
+        "--method",
+        choices=["eclipse", "finetune", "joint"],
+        help="default: the config's continual.method",
+    )
     t.add_argument("--output", help="output directory (overrides output_dir)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    t.add_argument("--overwrite", action="store_true",
-                   help="allow an output directory holding results of another config")
-    t.add_argument("--no-progress", action="store_true",
-                   help="no progress bar: one log line per solver.log_period instead")
-    t.add_argument("--orders", type=_count(1), metavar="K",
-                   help="class-order robustness: the configured order plus K-1 seeded random "
-                        "orders (same step sizes), each a full run in OUTPUT/order_<i>, then "
-                        "OUTPUT/orders.json (mean ± std over orders) and OUTPUT/orders.png")
-    t.add_argument("--order-seed", type=int,
-                   help="seed of the random orders of --orders (default 0)")
-    t.add_argument("--dry-run", action="store_true",
-                   help="print the resolved training recipe (parameter groups, schedule, data, "
-                        "weight file) and exit without writing anything")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow an output directory holding results of another config",
+    )
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar: one log line per solver.log_period instead",
+    )
+    t.add_argument(
+        "--orders",
+        type=_count(1),
+        metavar="K",
+        help="class-order robustness: the configured order plus K-1 seeded random "
+        "orders (same step sizes), each a full run in OUTPUT/order_<i>, then "
+        "OUTPUT/orders.json (mean ± std over orders) and OUTPUT/orders.png",
+    )
+    t.add_argument(
+        "--order-seed", type=int, help="seed of the random orders of --orders (default 0)"
+    )
+    t.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved training recipe (parameter groups, schedule, data, "
+        "weight file) and exit without writing anything",
+    )
     _compute_options(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="PQ (or mIoU) old/new/all of a checkpoint on its validation set")
-    e.add_argument("config", nargs="?", help="optional config for data paths and test settings "
-                   "(default: the checkpoint's)")
-    e.add_argument("overrides", nargs="*", help="data.*, test.* or continual.deltas=[...] overrides")
-    e.add_argument("--weights", required=True, help="checkpoint (e.g. runs/x/eclipse/step_3/final.pt)")
+    e = sub.add_parser(
+        "evaluate", help="PQ (or mIoU) old/new/all of a checkpoint on its validation set"
+    )
+    e.add_argument(
+        "config",
+        nargs="?",
+        help="optional config for data paths and test settings (default: the checkpoint's)",
+    )
+    e.add_argument(
+        "overrides", nargs="*", help="data.*, test.* or continual.deltas=[...] overrides"
+    )
+    e.add_argument(
+        "--weights", required=True, help="checkpoint (e.g. runs/x/eclipse/step_3/final.pt)"
+    )
     e.add_argument("--output", help="write the summary JSON (points) here")
-    e.add_argument("--predictions", help="also write the predictions to this folder (COCO panoptic; "
-                   "semantic data: label PNGs of category ids)")
+    e.add_argument(
+        "--predictions",
+        help="also write the predictions to this folder (COCO panoptic; "
+        "semantic data: label PNGs of category ids)",
+    )
     e.add_argument("--per-class", action="store_true", help="also print one row per class")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     _compute_options(e)
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="panoptic PNG + JSON + overlays for images or folders")
-    pr.add_argument("images", nargs="+", help="image files and/or folders of images (and optional "
-                    "test.* or continual.deltas=[...] overrides)")
+    pr.add_argument(
+        "images",
+        nargs="+",
+        help="image files and/or folders of images (and optional "
+        "test.* or continual.deltas=[...] overrides)",
+    )
     source = pr.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="eclipse-seg checkpoint to predict with")
     source.add_argument("--onnx", help="ONNX file from `eclipse-seg export` (runs without torch)")
@@ -431,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     _compute_options(pr)
     pr.set_defaults(func=cmd_predict)
 
-    ep = sub.add_parser("evaluate-panoptic", help="standalone PQ with panopticapi's pq_compute numbers")
+    ep = sub.add_parser(
+        "evaluate-panoptic", help="standalone PQ with panopticapi's pq_compute numbers"
+    )
     ep.add_argument("--gt-json", required=True, type=Path, help="ground-truth panoptic JSON")
     ep.add_argument("--gt-folder", required=True, type=Path, help="ground-truth PNG folder")
     ep.add_argument("--pred-json", required=True, type=Path, help="predicted panoptic JSON")
@@ -442,73 +547,138 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--per-class", action="store_true", help="also print per-class rows")
     ep.set_defaults(func=cmd_evaluate_panoptic)
 
-    rp = sub.add_parser("report", help="one self-contained HTML page of a run: results, plots, "
-                        "heat map and step-by-step predictions on validation images")
+    rp = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of a run: results, plots, "
+        "heat map and step-by-step predictions on validation images",
+    )
     rp.add_argument("run_dir", help="the --output folder of `eclipse-seg train` (or of the demo)")
     rp.add_argument("--output", help="HTML file to write (default RUN_DIR/report.html)")
-    rp.add_argument("--images", type=_count(0), default=3,
-                    help="validation images shown step by step (default 3; 0 = none)")
-    rp.add_argument("--data-root", help="where the validation data is, when it moved since "
-                    "training (default: the run's data.root)")
+    rp.add_argument(
+        "--images",
+        type=_count(0),
+        default=3,
+        help="validation images shown step by step (default 3; 0 = none)",
+    )
+    rp.add_argument(
+        "--data-root",
+        help="where the validation data is, when it moved since "
+        "training (default: the run's data.root)",
+    )
     _compute_options(rp)
     rp.set_defaults(func=cmd_report)
 
-    cd = sub.add_parser("check-data", help="check a config's dataset (both splits + scenario) and "
-                        "report every problem at once (exit 1 if any)")
+    cd = sub.add_parser(
+        "check-data",
+        help="check a config's dataset (both splits + scenario) and "
+        "report every problem at once (exit 1 if any)",
+    )
     cd.add_argument("config", help="YAML config path or shipped name")
     cd.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data/ade")
     cd.add_argument("--scenario", help="check this scenario instead of the config's")
-    cd.add_argument("--quick", action="store_true",
-                    help="JSON structure and file existence only (no image decoding)")
-    cd.add_argument("--max-problems", type=_count(0), default=200,
-                    help="print at most this many problems (default 200; 0 = all)")
+    cd.add_argument(
+        "--quick",
+        action="store_true",
+        help="JSON structure and file existence only (no image decoding)",
+    )
+    cd.add_argument(
+        "--max-problems",
+        type=_count(0),
+        default=200,
+        help="print at most this many problems (default 200; 0 = all)",
+    )
     cd.set_defaults(func=cmd_check_data)
 
-    cm = sub.add_parser("convert-masks", help="convert one split of your own masks to COCO "
-                        "panoptic (see docs/custom-data.md)")
-    cm.add_argument("split", help="split folder, e.g. mydata/train, holding images/ and masks/ "
-                    "(or labels/ [+ instances/])")
-    cm.add_argument("--categories", required=True,
-                    help="categories JSON: a list of {id, name, isthing} or a COCO panoptic JSON")
+    cm = sub.add_parser(
+        "convert-masks",
+        help="convert one split of your own masks to COCO panoptic (see docs/custom-data.md)",
+    )
+    cm.add_argument(
+        "split",
+        help="split folder, e.g. mydata/train, holding images/ and masks/ "
+        "(or labels/ [+ instances/])",
+    )
+    cm.add_argument(
+        "--categories",
+        required=True,
+        help="categories JSON: a list of {id, name, isthing} or a COCO panoptic JSON",
+    )
     cm.add_argument("--images", help="image folder (default SPLIT/images)")
     cm.add_argument("--masks", help="mask folders, one per image (default SPLIT/masks if present)")
     cm.add_argument("--labels", help="label PNGs of category ids (default SPLIT/labels if present)")
-    cm.add_argument("--instances", help="instance-number PNGs (default SPLIT/instances if present; "
-                    "with --labels only)")
+    cm.add_argument(
+        "--instances",
+        help="instance-number PNGs (default SPLIT/instances if present; with --labels only)",
+    )
     cm.add_argument("--out-json", help="default SPLIT/panoptic.json")
     cm.add_argument("--out-pngs", help="default SPLIT/panoptic")
-    cm.add_argument("--overlap", choices=("error", "void"), default="error",
-                    help="pixels in two masks: an error (default) or unlabelled")
-    cm.add_argument("--void-values", default="0",
-                    help="label values of unlabelled pixels, comma-separated (default 0)")
+    cm.add_argument(
+        "--overlap",
+        choices=("error", "void"),
+        default="error",
+        help="pixels in two masks: an error (default) or unlabelled",
+    )
+    cm.add_argument(
+        "--void-values",
+        default="0",
+        help="label values of unlabelled pixels, comma-separated (default 0)",
+    )
     cm.set_defaults(func=cmd_convert_masks)
 
-    io = sub.add_parser("import-official", help="convert an official ECLIPSE / Mask2Former "
-                        "checkpoint (+ its yaml and KEY VALUE overrides) to an eclipse-seg checkpoint")
-    io.add_argument("--weights", required=True,
-                    help="official .pth ({'model': state}) or model-zoo .pkl")
-    io.add_argument("--config", required=True, help="official yaml (e.g. configs/ade20k/panoptic-"
-                    "segmentation/maskformer2_R50_bs16_160k.yaml, with its _BASE_ files)")
+    io = sub.add_parser(
+        "import-official",
+        help="convert an official ECLIPSE / Mask2Former "
+        "checkpoint (+ its yaml and KEY VALUE overrides) to an eclipse-seg checkpoint",
+    )
+    io.add_argument(
+        "--weights", required=True, help="official .pth ({'model': state}) or model-zoo .pkl"
+    )
+    io.add_argument(
+        "--config",
+        required=True,
+        help="official yaml (e.g. configs/ade20k/panoptic-"
+        "segmentation/maskformer2_R50_bs16_160k.yaml, with its _BASE_ files)",
+    )
     io.add_argument("--output", required=True, help="our checkpoint to write (e.g. ade_100_5.pt)")
     things_from = io.add_mutually_exclusive_group()
-    things_from.add_argument("--thing-classes", help="comma-separated 0-based labels that are "
-                             "things (default: from the ADE20K / COCO catalog, by class id)")
-    things_from.add_argument("--official-thing-lookup", action="store_true",
-                             help="decide thing/stuff as the official panoptic inference does (by "
-                                  "position in the class order): its exact outputs, wrong for COCO")
-    io.add_argument("--categories", help="categories JSON (a list of {id, name, isthing} or a COCO "
-                    "panoptic JSON) for a dataset other than ADE20K / COCO: the k-th class is "
-                    "CONT.ORDER value k")
-    io.add_argument("--allow-pickle", action="store_true",
-                    help="read a .pth with full unpickling (only for files you trust)")
-    io.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                    help="official KEY VALUE overrides, e.g. CONT.TASK 10 CONT.NUM_PROMPTS 10 (last)")
+    things_from.add_argument(
+        "--thing-classes",
+        help="comma-separated 0-based labels that are "
+        "things (default: from the ADE20K / COCO catalog, by class id)",
+    )
+    things_from.add_argument(
+        "--official-thing-lookup",
+        action="store_true",
+        help="decide thing/stuff as the official panoptic inference does (by "
+        "position in the class order): its exact outputs, wrong for COCO",
+    )
+    io.add_argument(
+        "--categories",
+        help="categories JSON (a list of {id, name, isthing} or a COCO "
+        "panoptic JSON) for a dataset other than ADE20K / COCO: the k-th class is "
+        "CONT.ORDER value k",
+    )
+    io.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read a .pth with full unpickling (only for files you trust)",
+    )
+    io.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="official KEY VALUE overrides, e.g. CONT.TASK 10 CONT.NUM_PROMPTS 10 (last)",
+    )
     io.set_defaults(func=cmd_import_official)
 
-    ex = sub.add_parser("export", add_help=False, prefix_chars="+",
-                        help="ONNX / torch.export (.pt2) / safetensors with every prompt group: "
-                             "--weights W --format onnx|exported-program|safetensors --output F "
-                             "[--height H --width W | --dynamic]")
+    ex = sub.add_parser(
+        "export",
+        add_help=False,
+        prefix_chars="+",
+        help="ONNX / torch.export (.pt2) / safetensors with every prompt group: "
+        "--weights W --format onnx|exported-program|safetensors --output F "
+        "[--height H --width W | --dynamic]",
+    )
     ex.add_argument("rest", nargs=argparse.REMAINDER)
     ex.set_defaults(func=cmd_export)
     return p

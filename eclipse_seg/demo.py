@@ -38,9 +38,16 @@ from eclipse_seg.errors import CheckpointError
 from eclipse_seg.model.mask2former import Mask2Former
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "synthetic" / "base.yaml"
-QUICK = ["data.synthetic_train=48", "data.synthetic_val=12", "solver.iterations=12",
-         "continual.iterations=4", "continual.finetune_iterations=4",
-         "continual.joint_iterations=12", "solver.checkpoint_period=6", "continual.num_prompts=2"]
+QUICK = [
+    "data.synthetic_train=48",
+    "data.synthetic_val=12",
+    "solver.iterations=12",
+    "continual.iterations=4",
+    "continual.finetune_iterations=4",
+    "continual.joint_iterations=12",
+    "solver.checkpoint_period=6",
+    "continual.num_prompts=2",
+]
 
 # The claims the demo makes, with the thresholds its numbers must meet (PQ in points).
 MIN_STEP0_PQ = 55.0
@@ -52,8 +59,12 @@ MAX_FINETUNE_OLD_PQ = 10.0  # fine-tuning forgets
 def demo_config(out: Path, quick: bool, seed: int = 0) -> Config:
     """The demo's config: `synthetic/base` written under `out`; `seed` draws both the synthetic
     world (`data.synthetic_seed`) and the training (`solver.seed`)."""
-    overrides = [f"output_dir={out}", f"data.root={out / 'data'}", f"solver.seed={seed}",
-                 f"data.synthetic_seed={seed}"] + (QUICK if quick else [])
+    overrides = [
+        f"output_dir={out}",
+        f"data.root={out / 'data'}",
+        f"solver.seed={seed}",
+        f"data.synthetic_seed={seed}",
+    ] + (QUICK if quick else [])
     return load_config(DEMO_CONFIG, overrides)
 
 
@@ -76,23 +87,31 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True, seed: int
         plot_results(results, out / "pq_over_steps.png")
         plot_class_heatmap(results, out / "class_heatmap.png")
         last = len(results["classes_per_step"]) - 1
-        write_overlays(out / "eclipse" / f"step_{last}" / "final.pt",
-                       out / "finetune" / f"step_{last}" / "final.pt", cfg, out / "overlays")
+        write_overlays(
+            out / "eclipse" / f"step_{last}" / "final.pt",
+            out / "finetune" / f"step_{last}" / "final.pt",
+            cfg,
+            out / "overlays",
+        )
         write_report(out)
     print(format_results_table(results))
     print(f"joint = {results['joint_training']}")
     print(format_new_classes(results))
     claims = check_claims(results)
     print(format_verdict(claims, quick))
-    print(f"\nwrote {out / 'results.json'}, {out / 'pq_over_steps.png'}, {out / 'overlays'}/ "
-          f"({results['total_seconds']:.0f} s, seed {seed}, {results['threads']} threads)")
+    print(
+        f"\nwrote {out / 'results.json'}, {out / 'pq_over_steps.png'}, {out / 'overlays'}/ "
+        f"({results['total_seconds']:.0f} s, seed {seed}, {results['threads']} threads)"
+    )
     return results
 
 
 def joint_description(cfg: Config) -> str:
     iterations = cfg.continual.joint_iterations or cfg.solver.iterations
-    return (f"the step-0 model trained {iterations} more iterations on every class with every "
-            f"label ({cfg.solver.iterations} + {iterations} iterations in all)")
+    return (
+        f"the step-0 model trained {iterations} more iterations on every class with every "
+        f"label ({cfg.solver.iterations} + {iterations} iterations in all)"
+    )
 
 
 def train_joint_from_base(cfg: Config, base_weights: Path, *, progress: bool = True) -> None:
@@ -109,10 +128,21 @@ def train_joint_from_base(cfg: Config, base_weights: Path, *, progress: bool = T
     model = build_model(cfg, scenario, "joint", 0, thing_ids)
     load_widened(model, load_checkpoint(base_weights)["model"], base_weights)
     model.to(resolve_device(cfg.device))
-    manifest = {**manifest_for(cfg, scenario, 0, "joint", model, train_ds.categories),
-                "initialised_from": str(base_weights)}
-    train_step(model, cfg, scenario, plan_step(cfg, scenario, 0, "joint"), train_ds, step_dir,
-               manifest, resume=True, progress=progress)
+    manifest = {
+        **manifest_for(cfg, scenario, 0, "joint", model, train_ds.categories),
+        "initialised_from": str(base_weights),
+    }
+    train_step(
+        model,
+        cfg,
+        scenario,
+        plan_step(cfg, scenario, 0, "joint"),
+        train_ds,
+        step_dir,
+        manifest,
+        resume=True,
+        progress=progress,
+    )
 
 
 def load_widened(model: Mask2Former, state: dict, source: Path) -> None:
@@ -130,13 +160,19 @@ def load_widened(model: Mask2Former, state: dict, source: Path) -> None:
             raise CheckpointError(f"{source} lacks {key}: not a step-0 checkpoint of this model")
         elif src.shape == value.shape:
             merged[key] = src
-        elif key.startswith(head) and src.shape[1:] == value.shape[1:] and src.shape[0] < value.shape[0]:
+        elif (
+            key.startswith(head)
+            and src.shape[1:] == value.shape[1:]
+            and src.shape[0] < value.shape[0]
+        ):
             widened = value.clone()
             widened[: src.shape[0]] = src
             merged[key] = widened
         else:
-            raise CheckpointError(f"{source}: {key} has shape {tuple(src.shape)}, the joint model "
-                                  f"{tuple(value.shape)}")
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(src.shape)}, the joint model "
+                f"{tuple(value.shape)}"
+            )
     model.load_state_dict(merged)
 
 
@@ -162,7 +198,7 @@ def incremental_class_pq(results: dict) -> list[tuple[int, int, float | None]]:
     rows = {e["step"]: e for e in results["methods"]["eclipse"]["steps"]}
     out, start = [], sizes[0]
     for t, n in enumerate(sizes[1:], start=1):
-        for cat in order[start:start + n]:
+        for cat in order[start : start + n]:
             out.append((t, cat, rows.get(t, {}).get("per_class", {}).get(str(cat))))
         start += n
     return out
@@ -180,21 +216,46 @@ def check_claims(results: dict) -> list[Claim]:
     names = results.get("class_names", {})
     for t, cat, pq in incremental_class_pq(results):
         name = names.get(str(cat), f"class {cat}")
-        claims.append(Claim(f"ECLIPSE learns {name} (step {t}): PQ at its step >= "
-                            f"{MIN_NEW_CLASS_PQ:.0f}", pq, pq is not None and pq >= MIN_NEW_CLASS_PQ))
+        claims.append(
+            Claim(
+                f"ECLIPSE learns {name} (step {t}): PQ at its step >= {MIN_NEW_CLASS_PQ:.0f}",
+                pq,
+                pq is not None and pq >= MIN_NEW_CLASS_PQ,
+            )
+        )
     old, new = ecl[last]["pq_old"], ecl[last]["pq_new"]
     kept = old / step0 if step0 else 0.0
-    claims.append(Claim(f"ECLIPSE keeps the old classes: old-class PQ after step {last} >= "
-                        f"{100 * MIN_OLD_KEPT:.0f}% of step 0 ({MIN_OLD_KEPT * step0:.1f})", old,
-                        kept >= MIN_OLD_KEPT))
-    claims.append(Claim(f"ECLIPSE new-class PQ after step {last} >= {MIN_NEW_CLASS_PQ:.0f}", new,
-                        new >= MIN_NEW_CLASS_PQ))
+    claims.append(
+        Claim(
+            f"ECLIPSE keeps the old classes: old-class PQ after step {last} >= "
+            f"{100 * MIN_OLD_KEPT:.0f}% of step 0 ({MIN_OLD_KEPT * step0:.1f})",
+            old,
+            kept >= MIN_OLD_KEPT,
+        )
+    )
+    claims.append(
+        Claim(
+            f"ECLIPSE new-class PQ after step {last} >= {MIN_NEW_CLASS_PQ:.0f}",
+            new,
+            new >= MIN_NEW_CLASS_PQ,
+        )
+    )
     ft_old = ft[last]["pq_old"]
-    claims.append(Claim(f"fine-tuning forgets: old-class PQ after step {last} <= "
-                        f"{MAX_FINETUNE_OLD_PQ:.0f}", ft_old, ft_old <= MAX_FINETUNE_OLD_PQ))
+    claims.append(
+        Claim(
+            f"fine-tuning forgets: old-class PQ after step {last} <= {MAX_FINETUNE_OLD_PQ:.0f}",
+            ft_old,
+            ft_old <= MAX_FINETUNE_OLD_PQ,
+        )
+    )
     joint_all, ecl_all = joint[last]["pq_all"], ecl[last]["pq_all"]
-    claims.append(Claim(f"joint is the ceiling: all-class PQ >= ECLIPSE's ({ecl_all:.1f})",
-                        joint_all, joint_all >= ecl_all))
+    claims.append(
+        Claim(
+            f"joint is the ceiling: all-class PQ >= ECLIPSE's ({ecl_all:.1f})",
+            joint_all,
+            joint_all >= ecl_all,
+        )
+    )
     return claims
 
 
@@ -209,8 +270,10 @@ def format_verdict(claims: list[Claim], quick: bool = False) -> str:
     else:
         lines.append(f"{len(failed)} of {len(claims)} claims FAIL on this run.")
         if quick:
-            lines.append("(--quick is a smoke run of a few iterations: the claims are not expected "
-                         "to hold; run without --quick.)")
+            lines.append(
+                "(--quick is a smoke run of a few iterations: the claims are not expected "
+                "to hold; run without --quick.)"
+            )
     return "\n".join(lines)
 
 
@@ -231,8 +294,9 @@ def _pts(v: float | None) -> str:
 
 
 # ----- overlays ------------------------------------------------------------------------------------
-def write_overlays(eclipse_weights: Path, finetune_weights: Path, cfg: Config, folder: Path,
-                   count: int = 4) -> list[Path]:
+def write_overlays(
+    eclipse_weights: Path, finetune_weights: Path, cfg: Config, folder: Path, count: int = 4
+) -> list[Path]:
     """For `count` validation images (those showing an incremental class first): ground truth |
     ECLIPSE | fine-tuning after the last step, side by side, segments named by class."""
     predictors = [Predictor.from_checkpoint(w) for w in (eclipse_weights, finetune_weights)]
@@ -241,18 +305,24 @@ def write_overlays(eclipse_weights: Path, finetune_weights: Path, cfg: Config, f
     names = {c["id"]: c["name"] for c in val.categories}
     colors = {c["id"]: c["color"] for c in val.categories}
     things = {c["id"] for c in val.categories if c.get("isthing")}
-    incremental = set(scenario.order[scenario.steps[0]:])
+    incremental = set(scenario.order[scenario.steps[0] :])
     paths = []
     for i in _overlay_images(val, incremental, count):
         rgb = val.load_image(i)
-        gt = [{"id": s["id"], "category_id": s["category_id"],
-               "isthing": int(s["category_id"] in things)}
-              for s in val.annotation(i)["segments_info"]]
+        gt = [
+            {
+                "id": s["id"],
+                "category_id": s["category_id"],
+                "isthing": int(s["category_id"] in things),
+            }
+            for s in val.annotation(i)["segments_info"]
+        ]
         panels = [render_overlay(rgb, val.load_id_map(i), gt, names, colors, title="ground truth")]
         for predictor, title in zip(predictors, ("ECLIPSE", "fine-tuning")):
             pred = predictor([rgb])[0]
-            panels.append(render_overlay(rgb, pred.panoptic, pred.segments, names, colors,
-                                         title=title))
+            panels.append(
+                render_overlay(rgb, pred.panoptic, pred.segments, names, colors, title=title)
+            )
         path = folder / f"val_{i:03d}.png"
         side_by_side(panels, path)
         paths.append(path)

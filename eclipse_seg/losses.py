@@ -37,7 +37,9 @@ class LossConfig:
     num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
-    class_loss: str = "official"  # "official" (alpha x (1-p_t)^gamma BCE x 50) or "focal" (RetinaNet)
+    class_loss: str = (
+        "official"  # "official" (alpha x (1-p_t)^gamma BCE x 50) or "focal" (RetinaNet)
+    )
     focal_alpha: float = 5.0
     focal_gamma: float = 1.0
     class_loss_scale: float = 50.0
@@ -81,8 +83,9 @@ def targets_at_pixels(targets: list[Target], h: int, w: int) -> list[torch.Tenso
     return out
 
 
-def uncertain_point_coords(logits: torch.Tensor, num_points: int, oversample_ratio: float,
-                           importance_sample_ratio: float) -> torch.Tensor:
+def uncertain_point_coords(
+    logits: torch.Tensor, num_points: int, oversample_ratio: float, importance_sample_ratio: float
+) -> torch.Tensor:
     """logits (N, 1, H, W) -> (N, num_points, 2): the most uncertain (|logit| smallest) of an
     oversampled random set, plus uniform random points."""
     n = logits.shape[0]
@@ -114,9 +117,12 @@ def pairwise_dice(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def hungarian_match(pred: Prediction, targets: list[Target], cfg: LossConfig,
-                    target_pixels: list[torch.Tensor] | None = None
-                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def hungarian_match(
+    pred: Prediction,
+    targets: list[Target],
+    cfg: LossConfig,
+    target_pixels: list[torch.Tensor] | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per image, (query indices, target indices) of the minimum-cost assignment. The predicted
     masks of all images are point-sampled in one call (each image has its own random points).
     `target_pixels`: `targets_at_pixels` of the mask map's size to cost every pixel instead."""
@@ -137,8 +143,11 @@ def hungarian_match(pred: Prediction, targets: list[Target], cfg: LossConfig,
             tm = point_sample(tgt.masks[None].to(pm.dtype), coords[i : i + 1])[0]  # (T, P)
         else:
             tm = target_pixels[i]
-        costs.append(cfg.mask_weight * pairwise_sigmoid_ce(pm, tm) - cfg.class_weight * probs[i][:, tgt.labels]
-                     + cfg.dice_weight * pairwise_dice(pm, tm))
+        costs.append(
+            cfg.mask_weight * pairwise_sigmoid_ce(pm, tm)
+            - cfg.class_weight * probs[i][:, tgt.labels]
+            + cfg.dice_weight * pairwise_dice(pm, tm)
+        )
     # one device-to-host copy for the whole batch (a GPU would otherwise sync once per image)
     present = [c for c in costs if c is not None]
     flat = torch.cat([c.flatten() for c in present]).cpu().numpy() if present else None
@@ -149,9 +158,11 @@ def hungarian_match(pred: Prediction, targets: list[Target], cfg: LossConfig,
             out.append((empty, empty))
             continue
         n = cost.numel()
-        rows, cols = linear_sum_assignment(flat[start: start + n].reshape(cost.shape))
+        rows, cols = linear_sum_assignment(flat[start : start + n].reshape(cost.shape))
         start += n
-        out.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        out.append(
+            (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+        )
     return out
 
 
@@ -167,10 +178,14 @@ def class_loss(logits: torch.Tensor, target_classes: torch.Tensor, cfg: LossConf
     return (cfg.focal_alpha * (1 - p_t) ** cfg.focal_gamma * bce).mean() * cfg.class_loss_scale
 
 
-def mask_losses(pred_masks: torch.Tensor, targets: list[Target],
-                indices: list[tuple[torch.Tensor, torch.Tensor]], num_masks: float,
-                cfg: LossConfig, target_pixels: list[torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_losses(
+    pred_masks: torch.Tensor,
+    targets: list[Target],
+    indices: list[tuple[torch.Tensor, torch.Tensor]],
+    num_masks: float,
+    cfg: LossConfig,
+    target_pixels: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Point-sampled BCE and dice over matched (query, target) pairs, summed / num_masks.
     `target_pixels`: `targets_at_pixels` of the mask map's size to use every pixel instead."""
     src = torch.cat([pred_masks[b, q] for b, (q, _) in enumerate(indices)])
@@ -184,11 +199,15 @@ def mask_losses(pred_masks: torch.Tensor, targets: list[Target],
         tgt = torch.cat([t.masks[j] for t, (_, j) in zip(targets, indices)]).to(src.dtype)
         src, tgt = src[:, None], tgt[:, None]
         with torch.no_grad():
-            coords = uncertain_point_coords(src.float(), cfg.num_points, cfg.oversample_ratio,
-                                            cfg.importance_sample_ratio)
+            coords = uncertain_point_coords(
+                src.float(), cfg.num_points, cfg.oversample_ratio, cfg.importance_sample_ratio
+            )
             labels = point_sample(tgt.float(), coords)[:, 0]
         logits = point_sample(src.float(), coords)[:, 0]
-    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum() / num_masks
+    bce = (
+        F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum()
+        / num_masks
+    )
     p = logits.sigmoid()
     dice = 1 - (2 * (p * labels).sum(-1) + 1) / (p.sum(-1) + labels.sum(-1) + 1)
     return bce, dice.sum() / num_masks
@@ -200,28 +219,39 @@ class SetCriterion:
     def __init__(self, cfg: LossConfig):
         self.cfg = cfg
 
-    def single(self, pred: Prediction, targets: list[Target], num_masks: float,
-               target_pixels: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def single(
+        self,
+        pred: Prediction,
+        targets: list[Target],
+        num_masks: float,
+        target_pixels: list[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         indices = hungarian_match(pred, targets, self.cfg, target_pixels)
         logits = pred.pred_logits.float()
-        target_classes = torch.full(logits.shape[:2], logits.shape[-1] - 1, dtype=torch.int64,
-                                    device=logits.device)
+        target_classes = torch.full(
+            logits.shape[:2], logits.shape[-1] - 1, dtype=torch.int64, device=logits.device
+        )
         for b, (q, j) in enumerate(indices):
             target_classes[b, q.to(logits.device)] = targets[b].labels[j].to(logits.device)
         loss_ce = class_loss(logits, target_classes, self.cfg)
-        loss_mask, loss_dice = mask_losses(pred.pred_masks, targets, indices, num_masks, self.cfg,
-                                           target_pixels)
+        loss_mask, loss_dice = mask_losses(
+            pred.pred_masks, targets, indices, num_masks, self.cfg, target_pixels
+        )
         return {"loss_ce": loss_ce, "loss_mask": loss_mask, "loss_dice": loss_dice}
 
-    def __call__(self, output: DecoderOutput, targets: list[Target],
-                 num_masks: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, output: DecoderOutput, targets: list[Target], num_masks: float | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """`num_masks`: the normaliser; by default the number of target masks in the batch (the
         distributed loop passes the all-reduced mean), clamped to >= 1."""
         if num_masks is None:
             num_masks = float(sum(int(t.labels.numel()) for t in targets))
         num_masks = max(num_masks, 1.0)
-        weights = {"loss_ce": self.cfg.class_weight, "loss_mask": self.cfg.mask_weight,
-                   "loss_dice": self.cfg.dice_weight}
+        weights = {
+            "loss_ce": self.cfg.class_weight,
+            "loss_mask": self.cfg.mask_weight,
+            "loss_dice": self.cfg.dice_weight,
+        }
         preds = [Prediction(output.pred_logits, output.pred_masks)] + list(output.aux_outputs)
         target_pixels = None  # sampled once: every prediction's mask map has the same size
         if uses_all_pixels(output.pred_masks, self.cfg):

@@ -16,22 +16,60 @@ from eclipse_seg.scenarios import parse_scenario
 from tests.conftest import TINY_MODEL
 
 
-def _results(step0=70.0, new=(45.0, 60.0, 40.0), old_last=65.0, new_last=40.0, all_last=62.0,
-             ft_old=0.0, joint_all=68.0) -> dict:
+def _results(
+    step0=70.0,
+    new=(45.0, 60.0, 40.0),
+    old_last=65.0,
+    new_last=40.0,
+    all_last=62.0,
+    ft_old=0.0,
+    joint_all=68.0,
+) -> dict:
     """A 3-1 scenario (classes 1..3, then 4, 5, 6) as the runner writes it."""
-    ecl = [{"step": 0, "pq_old": None, "pq_new": step0, "pq_all": step0,
-            "per_class": {"1": step0, "2": step0, "3": step0}}]
+    ecl = [
+        {
+            "step": 0,
+            "pq_old": None,
+            "pq_new": step0,
+            "pq_all": step0,
+            "per_class": {"1": step0, "2": step0, "3": step0},
+        }
+    ]
     for t, pq in enumerate(new, start=1):
-        ecl.append({"step": t, "pq_old": step0, "pq_new": pq, "pq_all": step0,
-                    "per_class": {str(3 + t): pq}})
+        ecl.append(
+            {
+                "step": t,
+                "pq_old": step0,
+                "pq_new": pq,
+                "pq_all": step0,
+                "per_class": {str(3 + t): pq},
+            }
+        )
     ecl[-1].update(pq_old=old_last, pq_new=new_last, pq_all=all_last)
-    ft = [{"step": t, "pq_old": ft_old if t else None, "pq_new": 50.0, "pq_all": 10.0,
-           "per_class": {}} for t in range(4)]
-    joint = [{"step": t, "pq_old": None, "pq_new": 0.0, "pq_all": joint_all, "per_class": {}}
-             for t in range(4)]
-    return {"scenario": "3-1", "classes_per_step": [3, 1, 1, 1], "class_order": [1, 2, 3, 4, 5, 6],
-            "methods": {"eclipse": {"steps": ecl}, "finetune": {"steps": ft},
-                        "joint": {"steps": joint}}}
+    ft = [
+        {
+            "step": t,
+            "pq_old": ft_old if t else None,
+            "pq_new": 50.0,
+            "pq_all": 10.0,
+            "per_class": {},
+        }
+        for t in range(4)
+    ]
+    joint = [
+        {"step": t, "pq_old": None, "pq_new": 0.0, "pq_all": joint_all, "per_class": {}}
+        for t in range(4)
+    ]
+    return {
+        "scenario": "3-1",
+        "classes_per_step": [3, 1, 1, 1],
+        "class_order": [1, 2, 3, 4, 5, 6],
+        "methods": {
+            "eclipse": {"steps": ecl},
+            "finetune": {"steps": ft},
+            "joint": {"steps": joint},
+        },
+    }
 
 
 def test_every_claim_holds_on_good_numbers():
@@ -41,14 +79,17 @@ def test_every_claim_holds_on_good_numbers():
     assert incremental_class_pq(_results()) == [(1, 4, 45.0), (2, 5, 60.0), (3, 6, 40.0)]
 
 
-@pytest.mark.parametrize("change, failing", [
-    ({"step0": 50.0, "old_last": 46.0}, "step-0 PQ"),
-    ({"new": (45.0, 29.9, 40.0)}, "class 5 (step 2)"),
-    ({"old_last": 62.9}, "keeps the old classes"),  # 90% of 70 is 63
-    ({"new_last": 20.0, "new": (45.0, 60.0, 20.0)}, "new-class PQ after step 3"),
-    ({"ft_old": 10.5}, "fine-tuning forgets"),
-    ({"joint_all": 61.9}, "joint is the ceiling"),
-])
+@pytest.mark.parametrize(
+    "change, failing",
+    [
+        ({"step0": 50.0, "old_last": 46.0}, "step-0 PQ"),
+        ({"new": (45.0, 29.9, 40.0)}, "class 5 (step 2)"),
+        ({"old_last": 62.9}, "keeps the old classes"),  # 90% of 70 is 63
+        ({"new_last": 20.0, "new": (45.0, 60.0, 20.0)}, "new-class PQ after step 3"),
+        ({"ft_old": 10.5}, "fine-tuning forgets"),
+        ({"joint_all": 61.9}, "joint is the ceiling"),
+    ],
+)
 def test_a_failing_claim_is_named(change, failing):
     claims = check_claims(_results(**change))
     failed = [c for c in claims if not c.holds]

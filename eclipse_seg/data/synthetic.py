@@ -152,7 +152,9 @@ def _thing_pattern(texture: str, h: int, w: int, rng: np.random.Generator) -> np
     if texture == "stripes":  # horizontal, 3-pixel bands
         return np.where(((yy + oy) // 3) % 2 == 0, 1.0, 0.6).astype(np.float32)
     if texture == "checker":  # 3-pixel cells
-        return np.where((((yy + oy) // 3) + ((xx + ox) // 3)) % 2 == 0, 1.0, 0.55).astype(np.float32)
+        return np.where((((yy + oy) // 3) + ((xx + ox) // 3)) % 2 == 0, 1.0, 0.55).astype(
+            np.float32
+        )
     if texture == "plain":
         return np.ones((h, w), np.float32)
     raise ValueError(f"unknown thing texture {texture!r}")
@@ -271,6 +273,7 @@ def make_synthetic(
                     "_id_map": ids,
                 }
             )
-        write_coco_panoptic(out / split / "panoptic.json", png_dir, images, annotations,
-                            SYNTHETIC_CATEGORIES)
+        write_coco_panoptic(
+            out / split / "panoptic.json", png_dir, images, annotations, SYNTHETIC_CATEGORIES
+        )
     return out
