@@ -48,14 +48,14 @@ _PALETTE = {
     "yellow": (235, 205, 35),
     "purple": (150, 60, 200),
     "orange": (245, 140, 25),
-    "blue": (45, 85, 205),
-    "green": (60, 165, 60),
+    "blue": (40, 90, 185),  # the deep water's
+    "green": (55, 140, 45),  # the grass's
 }
-# Every thing class has one texture and two colours (each drawn half of the time). Every colour and
-# every texture is worn by two base classes (step 0 must learn both cues to tell them apart) and
-# each (colour, texture) pair belongs to exactly one class. The incremental things (diamond, cross)
-# are new pairs of cues the base classes already exercise: diamond = triangle's checkerboard in
-# square's colours, cross = square's stripes in triangle's colours.
+# Every thing class has one texture and one or two colours (drawn with equal chance). Every base
+# colour and texture is worn by two base classes, so step 0 must learn both cues, and every (texture,
+# colour) look belongs to one class. The incremental things are looks made of cues the base classes
+# exercise: diamond = the triangle's checkerboard in the blue of sky and water, cross = the
+# square's stripes in the green of grass.
 _THING_LOOKS = {
     "disk": ("plain", ("red", "yellow")),
     "square": ("stripes", ("red", "purple")),
@@ -80,8 +80,9 @@ class SyntheticSpec:
 
 
 def _stuff_texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) float texture of a stuff class. Hue families are shared (blue: sky, water; green:
-    grass, pond water; pale: snow, overcast sky; tan: sand, wall); the texture tells them apart."""
+    """(H, W, 3) float texture of a stuff class. Colours are shared (light blue: clear sky, calm
+    water; pale: overcast sky, snow; tan: sand, wall; deep blue: water and diamonds; green: grass
+    and crosses); the texture tells them apart."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     noise = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
     if name == "sky":  # smooth vertical gradient, clear blue or overcast
@@ -89,12 +90,12 @@ def _stuff_texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.nd
         if rng.random() < 0.5:
             base = np.stack([120 + 60 * t, 170 + 40 * t, 240 - 10 * t], -1)
         else:
-            base = np.stack([185 + 25 * t, 195 + 22 * t, 212 + 15 * t], -1)
+            base = np.stack([200 + 28 * t, 206 + 26 * t, 220 + 20 * t], -1)
         return base + 3 * noise[..., None]
-    if name == "water":  # horizontal waves, blue or green (a pond)
+    if name == "water":  # horizontal waves, deep blue or the light blue of a reflected sky
         phase = rng.uniform(0, 2 * np.pi)
         waves = np.sin(yy * 2 * np.pi / 5.0 + 0.3 * np.sin(xx / 4.0) + phase)
-        tint = (40, 90, 185) if rng.random() < 0.5 else (35, 125, 130)
+        tint = (40, 90, 185) if rng.random() < 0.5 else (125, 175, 225)
         base = np.stack([tint[0] + 20 * waves, tint[1] + 30 * waves, tint[2] + 30 * waves], -1)
         return base + 4 * noise[..., None]
     if name == "grass":  # vertical streaks
@@ -111,7 +112,7 @@ def _stuff_texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.nd
         return brick
     if name == "snow":  # soft blotches
         blot = _smooth_noise(h, w, rng, scale=8)
-        return np.stack([228 + 18 * blot, 232 + 14 * blot, 242 + 8 * blot], -1)
+        return np.stack([220 + 22 * blot, 226 + 18 * blot, 238 + 12 * blot], -1)
     raise ValueError(f"unknown stuff class {name!r}")
 
 
