@@ -8,7 +8,8 @@ alike), the median latency of
   - the graph: eager PyTorch (explicit attention, the default), eager with SDPA attention
     (`model.set_fast_attention(True)`), ONNX Runtime (CPUExecutionProvider);
   - the post-processing: `eclipse_seg.inference.postprocess` (torch) vs the runtime's NumPy port;
-and the parity: max |ONNX Runtime - eager| of logits and masks on the benchmark image.
+the parity: max |ONNX Runtime - eager| of logits and masks on the benchmark image; the export
+time, the ONNX Runtime session creation time and the file size.
 Threads: torch and ONNX Runtime both get `--threads` (default: $OMP_NUM_THREADS, else 1).
 
   OMP_NUM_THREADS=1 python -m benchmarks.export [--quick] [--json out.json] [--dynamic]
@@ -82,7 +83,9 @@ def measure(
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.log_severity_level = 3
+    t0 = time.perf_counter()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session_s = time.perf_counter() - t0
 
     image = torch.randint(
         0, 256, (3, size, size), generator=torch.Generator().manual_seed(1), dtype=torch.uint8
@@ -139,6 +142,7 @@ def measure(
             "pred_masks": float(np.abs(ort_masks - masks.numpy()).max()),
         },
         "export_s": export_s,
+        "session_s": session_s,
         "onnx_mb": path.stat().st_size / 2**20,
         "dynamic": result.dynamic,
     }
@@ -196,6 +200,7 @@ def main(argv=None) -> int:
                 f"{r['max_abs_diff']['pred_logits']:.1e}",
                 f"{r['max_abs_diff']['pred_masks']:.1e}",
                 f"{r['export_s']:.0f}",
+                f"{r['session_s']:.1f}",
                 f"{r['onnx_mb']:.0f}",
             ]
         )
@@ -220,6 +225,7 @@ def main(argv=None) -> int:
                 "|d logits|",
                 "|d masks|",
                 "export s",
+                "ORT load s",
                 "ONNX MB",
             ],
             rows,

@@ -10,17 +10,20 @@ What the graph fixes, and why:
 * the query groups (every group of the checkpoint, in order): their prompts, heads and the
   block-diagonal self-attention mask are constants of the graph; a model after another step is
   another export;
-* the classes, thresholds-free outputs (thresholds are post-processing, read from the metadata);
+* the classes and the logit-manipulation deltas (constants too); the test thresholds are not in
+  the graph: they belong to the post-processing and travel in the metadata;
 * with a Swin backbone, the image size: every Swin stage pads its map to a multiple of the window
   size and builds its shifted-window mask from that size in Python, so the graph depends on it.
 The batch size is dynamic; so is the image size (sides >= `MIN_DYNAMIC_SIDE`) with a ResNet backbone.
 Images of one batch share one size (pad them yourself; padding changes the outputs slightly, as
 in eager PyTorch, since Mask2Former uses no padding mask).
 
-Two spots of the pixel decoder are written for eager speed in a way `torch.export` cannot keep
-symbolic (reference points through `torch.linspace(.., h)` and the level sizes through
-`torch.tensor([[w, h]])`): `export_friendly` swaps in forwards with the same arithmetic built from
-`arange` and tensor ops, on a copy of the model only.
+Two spots of the pixel decoder turn feature-map sizes into Python numbers, which `torch.export`
+would have to specialise (fix) to the tracing example: the reference points through
+`torch.linspace(.., h)` and the level sizes through `torch.tensor([[w, h]])`. `export_friendly`
+swaps in forwards with the same arithmetic built from `arange` and tensor ops (bitwise equal, a
+test checks it), on the traced copy of the model only. Once `model/pixel_decoder.py` and
+`model/msdeform_attn.py` compute them that way themselves, it can go.
 """
 
 from __future__ import annotations

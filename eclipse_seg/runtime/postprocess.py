@@ -20,9 +20,11 @@ IGNORE_LABEL = 255
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Float32 logistic function."""
-    x = np.asarray(x, dtype=np.float32)
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    """Float32 logistic function 1 / (1 + exp(-x)) (one temporary)."""
+    y = np.negative(np.asarray(x, dtype=np.float32))
+    np.exp(y, out=y)
+    y += np.float32(1.0)
+    return np.reciprocal(y, out=y)
 
 
 def _linear_weights(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,17 +40,32 @@ def _linear_weights(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray
     return i0, i1, (src - i0.astype(np.float32)).astype(np.float32)
 
 
+def _interpolate(x: np.ndarray, rows, cols) -> np.ndarray:
+    """Bilinear interpolation of (N, h, w) at the given (i0, i1, weight) rows and columns: width
+    first, then height, as PyTorch's kernel; in-place steps keep the temporaries few."""
+    c0, c1, lw = cols
+    t = np.take(x, c0, axis=-1)
+    t *= np.float32(1.0) - lw
+    u = np.take(x, c1, axis=-1)
+    u *= lw
+    t += u
+    r0, r1, lh = rows
+    out = np.take(t, r0, axis=-2)
+    out *= (np.float32(1.0) - lh)[:, None]
+    v = np.take(t, r1, axis=-2)
+    v *= lh[:, None]
+    out += v
+    return out
+
+
 def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(N, h, w) float32 -> (N, H, W): F.interpolate(mode="bilinear", align_corners=False) without
-    antialiasing; width first, then height, as PyTorch's kernel."""
+    antialiasing."""
     x = np.asarray(x, dtype=np.float32)
     out_h, out_w = int(size[0]), int(size[1])
     if (out_h, out_w) == x.shape[-2:]:
         return x.copy()
-    c0, c1, lw = _linear_weights(out_w, x.shape[-1])
-    x = x[..., c0] * (np.float32(1.0) - lw) + x[..., c1] * lw
-    r0, r1, lh = _linear_weights(out_h, x.shape[-2])
-    return x[..., r0, :] * (np.float32(1.0) - lh)[:, None] + x[..., r1, :] * lh[:, None]
+    return _interpolate(x, _linear_weights(out_h, x.shape[-2]), _linear_weights(out_w, x.shape[-1]))
 
 
 def resize_mask_logits(
@@ -57,11 +74,43 @@ def resize_mask_logits(
     image_size: tuple[int, int],
     output_size: tuple[int, int],
 ) -> np.ndarray:
-    """(Q, h, w) mask logits at 1/4 of the padded input -> (Q, H_out, W_out)."""
-    x = resize_bilinear(masks, padded_size)[:, : image_size[0], : image_size[1]]
+    """(Q, h, w) mask logits at 1/4 of the padded input -> (Q, H_out, W_out): upsampled to the
+    padded size (only the image's rows and columns are computed: the crop), then resized to the
+    output size."""
+    masks = np.asarray(masks, dtype=np.float32)
+    rows = tuple(a[: image_size[0]] for a in _linear_weights(padded_size[0], masks.shape[-2]))
+    cols = tuple(a[: image_size[1]] for a in _linear_weights(padded_size[1], masks.shape[-1]))
+    x = _interpolate(masks, rows, cols)
     if tuple(output_size) != tuple(image_size):
         x = resize_bilinear(x, output_size)
     return x
+
+
+def _assign_pixels(masks, scores, padded_size, image_size, output_size, chunk: int = 16):
+    """Over the kept queries' masks (K, h, w) and scores (K,), a chunk of queries at a time (memory
+    O(chunk * H * W) instead of O(K * H * W)): each pixel's owner (argmax of score * probability,
+    the first on ties, as torch.argmax), the owner's probability, and each query's number of
+    pixels with probability >= 0.5."""
+    h, w = int(output_size[0]), int(output_size[1])
+    k = len(scores)
+    best = np.full((h, w), -1.0, dtype=np.float32)
+    owner = np.zeros((h, w), dtype=np.int64)
+    owner_prob = np.zeros((h, w), dtype=np.float32)
+    conf_area = np.zeros(k, dtype=np.int64)
+    for start in range(0, k, chunk):
+        probs = sigmoid(
+            resize_mask_logits(masks[start : start + chunk], padded_size, image_size, output_size)
+        )
+        n = len(probs)
+        conf_area[start : start + n] = (probs >= 0.5).reshape(n, -1).sum(1)
+        weighted = scores[start : start + n, None, None] * probs
+        idx = weighted.argmax(0)
+        top = np.take_along_axis(weighted, idx[None], 0)[0]
+        better = top > best  # strict: an earlier query keeps a tie
+        best = np.where(better, top, best)
+        owner = np.where(better, idx + start, owner)
+        owner_prob = np.where(better, np.take_along_axis(probs, idx[None], 0)[0], owner_prob)
+    return owner, owner_prob, conf_area
 
 
 def postprocess(
@@ -91,16 +140,14 @@ def postprocess(
     if not keep.any():
         return {"panoptic_seg": panoptic, "segments_info": segments, "sem_seg": sem}
     kept_idx = np.flatnonzero(keep)
-    probs = sigmoid(
-        resize_mask_logits(np.asarray(masks)[kept_idx], padded_size, image_size, output_size)
-    )
     cur_scores, cur_labels = scores[kept_idx], labels[kept_idx]
-    owner = (cur_scores[:, None, None] * probs).argmax(0)
-    assigned = np.take_along_axis(probs, owner[None], 0)[0] >= 0.5
+    owner, owner_prob, conf_area = _assign_pixels(
+        np.asarray(masks)[kept_idx], cur_scores, padded_size, image_size, output_size
+    )
+    assigned = owner_prob >= 0.5
     k = len(kept_idx)
     owned_area = np.bincount(owner.ravel(), minlength=k)
     area = np.bincount(owner[assigned], minlength=k)
-    conf_area = (probs >= 0.5).reshape(k, -1).sum(1)
     flags = list(thing_flags)
     seg_of_query = [0] * k
     stuff_segment: dict[int, int] = {}

@@ -102,3 +102,23 @@ def test_shortest_edge_rule_equals_the_data_pipeline():
         for w in (17, 96, 500, 640, 2000):
             for short, cap in ((0, 0), (512, 0), (640, 2560), (800, 1333), (256, 300)):
                 assert shortest_edge_size(h, w, short, cap) == torch_side_rule(h, w, short, cap)
+
+
+def test_postprocess_many_queries_and_exact_ties():
+    """More queries than one chunk of the streaming pixel assignment, with an identical copy of a
+    query in a later chunk and in the same chunk: the first of tied queries owns the pixels (as
+    torch.argmax), so the copies get no segment."""
+    q = 40
+    logits = torch.full((q, q + 1), -5.0)
+    logits[torch.arange(q), torch.arange(q)] = torch.linspace(3.0, 5.0, q)  # query k: class k
+    masks = torch.full((q, 8, q), -8.0)
+    masks[torch.arange(q), :, torch.arange(q)] = 8.0  # query k: column k
+    for first, copy in ((3, 30), (18, 20)):  # across chunks (0 | 1), within chunk 1
+        logits[copy], masks[copy] = logits[first], masks[first]
+    things = torch.ones(q, dtype=torch.bool)
+    size = (32, 4 * q)
+    ref = torch_postprocess(logits, masks, size, size, size, things)
+    got = postprocess(logits.numpy(), masks.numpy(), size, size, size, things.tolist())
+    labels = [s["label"] for s in got["segments_info"]]
+    assert labels == [k for k in range(q) if k not in (20, 30)] and labels.count(3) == 1
+    assert_same_prediction(ref, got, np.zeros(size, dtype=bool))
