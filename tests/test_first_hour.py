@@ -288,3 +288,11 @@ def test_plot_of_one_step_has_one_panel(tmp_path):
         warnings.simplefilter("error")
         plot_results(results, tmp_path / "p.png")
     assert Image.open(tmp_path / "p.png").size[0] < 600  # one panel, not two
+
+
+def test_make_synthetic_rerun_leaves_no_stale_files(tmp_path):
+    out = tmp_path / "d"
+    assert main(["make-synthetic", "--out", str(out), "--train", "3", "--val", "2"]) == 0
+    assert main(["make-synthetic", "--out", str(out), "--train", "1", "--val", "1"]) == 0
+    assert sorted(p.name for p in (out / "train" / "images").iterdir()) == ["train_000000.png"]
+    assert sorted(p.name for p in (out / "val" / "panoptic").iterdir()) == ["val_000000.png"]

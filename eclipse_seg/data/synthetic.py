@@ -260,6 +260,10 @@ def make_synthetic(
         image_dir, png_dir = out / split / "images", out / split / "panoptic"
         image_dir.mkdir(parents=True, exist_ok=True)
         png_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (image_dir, png_dir):  # a rerun with fewer images leaves no stale files
+            for stale in folder.glob(f"{split}_[0-9][0-9][0-9][0-9][0-9][0-9].png"):
+                if int(stale.stem.rsplit("_", 1)[1]) >= count:
+                    stale.unlink()
         for i in range(count):
             rng = np.random.default_rng([seed, split_index, i])
             image, ids, seg_to_cat = generate_image(rng, spec)
