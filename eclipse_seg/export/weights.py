@@ -100,7 +100,7 @@ def load_safetensors(
     path: str | Path, device: str = "cpu"
 ) -> tuple[Mask2Former, Config, Scenario, int, str]:
     """Rebuild the model of a `.safetensors` file: (model in eval mode, config, scenario, step,
-    method), as `engine.runner.load_model` returns for a checkpoint."""
+    method), as `engine.build.load_model` returns for a checkpoint."""
     from eclipse_seg.engine.build import build_model
 
     tensors, m, _ = read_safetensors(path)
