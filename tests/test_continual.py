@@ -12,8 +12,8 @@ from eclipse_seg.engine.train import plan_step, train_step
 from eclipse_seg.model.mask2former import Mask2Former
 
 
-def _tiny(tiny_cfg) -> tuple:
-    cfg = tiny_cfg()
+def _tiny(tiny_cfg, *overrides: str) -> tuple:
+    cfg = tiny_cfg(*overrides)
     train, _ = build_datasets(cfg)
     scenario = build_scenario(cfg, train)
     thing_ids = {c["id"] for c in train.categories if c["isthing"]}
@@ -28,7 +28,7 @@ def _images(n=2, size=64):
 
 
 def test_add_step_initialisation(tiny_cfg):
-    cfg, _, scenario, thing_ids = _tiny(tiny_cfg)
+    cfg, _, scenario, thing_ids = _tiny(tiny_cfg, "model.decoder.deep_cls=true")  # 3-layer heads
     model = build_model(cfg, scenario, "eclipse", 0, thing_ids)
     dec = model.decoder
     g = add_step(model, 2, 3, thing_flags=[True, False])
