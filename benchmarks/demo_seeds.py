@@ -71,11 +71,12 @@ def row(seed: int, threads: int, results: dict, seconds: float | None) -> list:
         f"{pq:.1f}" if pq is not None else "-" for _, _, pq in incremental_class_pq(results)
     )
     failed = [c.text for c in claims if not c.holds]
+    resumed = "*" if results.get("resumed") else ""  # an earlier run's time is not counted
     return [
         seed,
         threads,
         "-" if seconds is None else f"{seconds:.0f}",
-        f"{results.get('total_seconds', 0.0):.0f}",
+        f"{results.get('total_seconds', 0.0):.0f}{resumed}",
         ecl[0]["pq_all"],
         incremental,
         ecl[last]["pq_old"],

@@ -72,6 +72,7 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True, seed: int
     """Run (or resume) the demo in `out`; returns the results dict (also in `out/results.json`)."""
     cfg = demo_config(out, quick, seed)
     start = time.perf_counter()
+    resumed = (out / "eclipse").exists()  # an earlier run's work is reused, its time not counted
     with claim_output_dir(out, cfg, resume=True):
         run(cfg, "eclipse", progress=progress)
         base = out / "eclipse" / "step_0" / "final.pt"
@@ -79,6 +80,7 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True, seed: int
         train_joint_from_base(cfg, base, progress=progress)
         results = run(cfg, "joint", progress=progress)  # evaluates the joint model trained above
         results["total_seconds"] = round(time.perf_counter() - start, 1)
+        results["resumed"] = resumed
         results["seed"] = seed
         results["threads"] = torch.get_num_threads()
         results["joint_training"] = joint_description(cfg)
@@ -99,9 +101,10 @@ def run_demo(out: Path, *, quick: bool = False, progress: bool = True, seed: int
     print(format_new_classes(results))
     claims = check_claims(results)
     print(format_verdict(claims, quick))
+    note = ", resumed: the earlier run's time is not counted" if resumed else ""
     print(
         f"\nwrote {out / 'results.json'}, {out / 'pq_over_steps.png'}, {out / 'overlays'}/ "
-        f"({results['total_seconds']:.0f} s, seed {seed}, {results['threads']} threads)"
+        f"({results['total_seconds']:.0f} s{note}; seed {seed}, {results['threads']} threads)"
     )
     return results
 

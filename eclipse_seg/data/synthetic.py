@@ -48,21 +48,22 @@ _PALETTE = {
     "yellow": (235, 205, 35),
     "purple": (150, 60, 200),
     "orange": (245, 140, 25),
-    "blue": (40, 90, 185),  # the deep water's
-    "green": (55, 140, 45),  # the grass's
+    "blue": (50, 100, 235),
+    "green": (85, 195, 55),
 }
-# Every thing class has one texture and one or two colours (drawn with equal chance). Every base
-# colour and texture is worn by two base classes, so step 0 must learn both cues, and every (texture,
-# colour) look belongs to one class. The incremental things are looks made of cues the base classes
-# exercise: diamond = the triangle's checkerboard in the blue of sky and water, cross = the
-# square's stripes in the green of grass.
+# Every thing class has one texture and one or two colours (drawn with equal chance); every
+# (texture, colour) look belongs to one class. The base things need both cues: the two plain ones
+# differ only in colour (and shape), and each base colour is worn by two classes. The incremental
+# things are new looks made of cues the base classes exercise: diamond = the triangle's checkerboard
+# in the ring's blue (the deep water's), cross = the square's stripes in the disk's green (the
+# grass's).
 _THING_LOOKS = {
-    "disk": ("plain", ("red", "yellow")),
+    "disk": ("plain", ("red", "green")),
     "square": ("stripes", ("red", "purple")),
     "triangle": ("checker", ("yellow", "orange")),
-    "ring": ("plain", ("purple", "orange")),
-    "diamond": ("checker", ("blue", "blue")),
-    "cross": ("stripes", ("green", "green")),
+    "ring": ("plain", ("orange", "blue")),
+    "diamond": ("checker", ("blue",)),
+    "cross": ("stripes", ("green",)),
 }
 _STUFF = [c for c in SYNTHETIC_CATEGORIES if not c["isthing"]]
 _THINGS = [c for c in SYNTHETIC_CATEGORIES if c["isthing"]]
@@ -100,8 +101,8 @@ def _stuff_texture(name: str, h: int, w: int, rng: np.random.Generator) -> np.nd
         return base + 4 * noise[..., None]
     if name == "grass":  # vertical streaks
         streaks = rng.normal(0, 1, (1, w)).astype(np.float32)
-        g = 140 + 35 * noise + 25 * streaks
-        return np.stack([55 + 15 * noise, g, 45 + 10 * noise], -1)
+        g = 150 + 35 * noise + 25 * streaks
+        return np.stack([65 + 15 * noise, g, 45 + 10 * noise], -1)
     if name == "sand":  # fine grain
         return np.stack([215 + 14 * noise, 188 + 14 * noise, 128 + 12 * noise], -1)
     if name == "wall":  # bricks: the tan of sand, mortar lines like the waves of water
@@ -139,7 +140,7 @@ def _shape_mask(name: str, h: int, w: int, cy: float, cx: float, r: float) -> np
         d2 = dy**2 + dx**2
         return (d2 <= r**2) & (d2 >= (0.45 * r) ** 2)
     if name == "cross":
-        arm = 0.33 * r
+        arm = 0.4 * r
         return ((np.abs(dy) <= arm) & (np.abs(dx) <= r)) | ((np.abs(dx) <= arm) & (np.abs(dy) <= r))
     if name == "diamond":
         return np.abs(dy) + np.abs(dx) <= r
@@ -210,7 +211,7 @@ def generate_image(
         if mask.sum() < 12:
             continue
         texture, colours = _THING_LOOKS[cat["name"]]
-        colour = np.array(_PALETTE[colours[int(rng.integers(2))]], np.float32)
+        colour = np.array(_PALETTE[colours[int(rng.integers(len(colours)))]], np.float32)
         shade = 1.0 + 0.08 * rng.normal(0, 1, (h, w, 1)).astype(np.float32)
         shade *= _thing_pattern(texture, h, w, rng)[..., None]
         image[mask] = (colour * shade)[mask]
