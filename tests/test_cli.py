@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from eclipse_seg.cli import main
 from tests.conftest import TINY_MODEL
@@ -130,6 +131,38 @@ def test_demo_quick(tmp_path):
         "panels: ground truth, eclipse, finetune, joint"
         in (tmp_path / "demo" / "report.html").read_text()
     )
+
+
+@pytest.mark.slow
+def test_demo_is_deterministic_per_seed(tmp_path):
+    """Same seed, same thread count: the same weights at every step and the same numbers; another
+    seed: another world and other weights."""
+
+    def demo(name: str, seed: int) -> tuple[dict, dict]:
+        out = tmp_path / name
+        args = ["demo", "--quick", "--out", str(out), "--seed", str(seed), "--threads", "1"]
+        assert main(args + ["--no-progress"]) == 0
+        weights = torch.load(out / "eclipse" / "step_3" / "final.pt", weights_only=False)["model"]
+        return json.loads((out / "results.json").read_text()), weights
+
+    (first, w1), (again, w2), (_, w3) = demo("a", 1), demo("b", 1), demo("c", 2)
+    assert w1.keys() == w2.keys()
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert _same_pq(first, again)
+    assert any(not torch.equal(w1[k], w3[k]) for k in w1)
+
+
+def _same_pq(a: dict, b: dict) -> bool:
+    """Every PQ figure equal (train times may differ)."""
+
+    def pqs(r):
+        return [
+            {k: v for k, v in e.items() if k.startswith("pq") or k == "per_class"}
+            for m in sorted(r["methods"])
+            for e in r["methods"][m]["steps"]
+        ]
+
+    return pqs(a) == pqs(b)
 
 
 @pytest.mark.parametrize("bad", [["train"], ["make-synthetic", "--out", "x", "--size", "10"]])
