@@ -109,13 +109,19 @@ def _make_level_columns(spatial_shapes, n_points, n_heads, batch, dtype, device)
     ) * rows_per_image + torch.arange(n_heads, dtype=dtype, device=device).view(1, 1, n_heads, 1)
     index_dtype = torch.int32 if batch * rows_per_image < 2**31 else torch.int64
     taps = torch.stack([torch.zeros_like(row), torch.full_like(row, n_heads), row, row + n_heads])
+
+    def per_head(t):
+        # materialised (M, L*P): elementwise ops on (B, Lq, M, L*P) operands then run over the
+        # M*L*P contiguous elements of each query (a (L*P,) operand cuts them into runs of L*P)
+        return t.expand(n_heads, -1).contiguous()
+
     return {
-        "minus_1": torch.full_like(width, -1.0),
-        "width": width,
-        "height": height,
-        "width_1": width - 1,
-        "height_1": height - 1,
-        "row": row,
+        "minus_1": per_head(torch.full_like(width, -1.0)),
+        "width": per_head(width),
+        "height": per_head(height),
+        "width_1": per_head(width - 1),
+        "height_1": per_head(height - 1),
+        "row": per_head(row),
         "first": origin + image_head,
         "taps": taps.to(index_dtype),
         "index_dtype": index_dtype,
@@ -272,13 +278,15 @@ class MSDeformAttn(nn.Module):
         self, reference_points: torch.Tensor, spatial_shapes: list[tuple[int, int]]
     ) -> torch.Tensor:
         """Gather path: reference points (B or 1, Lq, L, 2) in [0, 1] -> in pixels of each level,
-        repeated per point: (B or 1, Lq, 2 (x, y), 1, L*P), at least float32."""
+        repeated per head and point: (B or 1, Lq, 2 (x, y), M, L*P), at least float32 (contiguous,
+        so that adding it to the offsets runs over 2*M*L*P contiguous elements per query)."""
         compute = torch.promote_types(reference_points.dtype, torch.float32)
         size = torch.tensor(
             [[w, h] for h, w in spatial_shapes], dtype=compute, device=reference_points.device
         )
         pixels = reference_points.to(compute) * size - 0.5  # (., Lq, L, 2)
-        return pixels.transpose(-1, -2).repeat_interleave(self.n_points, dim=-1).unsqueeze(-2)
+        pixels = pixels.transpose(-1, -2).repeat_interleave(self.n_points, dim=-1).unsqueeze(-2)
+        return pixels.expand(-1, -1, -1, self.n_heads, -1).contiguous()
 
     def value_table(
         self,

@@ -102,7 +102,10 @@ class DeformableEncoderLayer(nn.Module):
         # every chunk reads all of it; the previous layer's table (done with) lends its border
         table = attn.value_table(src, spatial_shapes, out=scratch.get("table"))
         scratch["table"] = table
-        ref = attn.reference_pixels(reference_points, spatial_shapes)
+        key = ("reference_pixels", attn.n_heads, attn.n_points)  # the same for every layer
+        if key not in scratch:
+            scratch[key] = attn.reference_pixels(reference_points, spatial_shapes)
+        ref = scratch[key]
         out = torch.empty_like(src)
         # chunks help a single thread's caches; with more threads each chunk's many small ops
         # multiply the synchronisation of parallel regions (much slower on a loaded machine)
@@ -282,7 +285,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         up = F.interpolate(
             multi_scale[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
         )
-        fpn = F.relu_(self.layer_1(lateral + up))
+        # in place into the upsampled map (its backward needs neither input nor output kept)
+        fpn = F.relu_(self.layer_1(up.add_(lateral)))
         if (
             self.fast
         ):  # contiguous (NCHW) mask features: the decoder's mask einsum is faster on them
