@@ -13,12 +13,14 @@ processes hits every T alike; peak memory: one fresh subprocess per T):
   - peak memory: CUDA max_memory_allocated, CPU ru_maxrss growth during the measured runs.
 
 Each thread count of --threads (torch.set_num_threads) runs in its own process. --reference runs
-the pixel decoder's explicit reference path. --before DIR measures DIR's `eclipse_seg` (a checkout
+the pixel decoder's explicit reference path; --both runs the fast and the reference path in the same
+process (one model per T, its path switched before each pass, every (T, path) round-robin) and prints
+the reference / fast ratio per T and stage. --before DIR measures DIR's `eclipse_seg` (a checkout
 of an earlier revision, e.g. `git worktree add DIR <commit>`) with this same benchmark, alternated
 with this checkout --rounds times, and prints before/after tables.
 
   python -m benchmarks.inference [--quick] [--json out.json] [--device cpu|cuda] [--sdpa]
-                                 [--threads 1,2] [--reference] [--before DIR] [--rounds N]
+                                 [--threads 1,2] [--reference | --both] [--before DIR] [--rounds N]
 """
 
 from __future__ import annotations
@@ -85,15 +87,25 @@ def loop_decoder(dec, multi_scale, mask_features):
     return logits, masks
 
 
-def _prepare(T: int, size: int, device: torch.device, sdpa: bool, reference: bool = False) -> dict:
+def _prepare(
+    T: int, size: int, device: torch.device, sdpa: bool, reference: bool = False, model=None
+) -> dict:
+    """One (T, path): `model` (built if None) runs its pixel decoder's reference path if
+    `reference` (switched before every pass, so one model may serve both paths)."""
     from eclipse_seg.inference import postprocess
 
-    model = build(T, device, sdpa, reference)
+    model = model if model is not None else build(T, device, sdpa, reference)
+
+    def set_path():
+        if hasattr(model, "set_fast_pixel_decoder"):
+            model.set_fast_pixel_decoder(not reference)
+
     g = torch.Generator().manual_seed(1)
     image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g)
     dec = model.decoder
 
     def full_pass(timer):
+        set_path()
         batch = timer.run("backbone", lambda: model.backbone(model.preprocess([image])))
         mf, ms = timer.run("pixel_decoder", model.sem_seg_head.pixel_decoder, batch)  # unpacks
         out = timer.run("decoder", dec, ms, mf)
@@ -118,6 +130,8 @@ def _prepare(T: int, size: int, device: torch.device, sdpa: bool, reference: boo
     mask_features = torch.randn(1, c, s, s, generator=g).to(device)
     return {
         "T": T,
+        "path": "reference" if reference else "fast",
+        "set_path": set_path,
         "model": model,
         "image": image,
         "dec": dec,
@@ -135,13 +149,20 @@ def child_time(
     device: torch.device,
     sdpa: bool,
     reference: bool = False,
+    both: bool = False,
 ) -> list[dict]:
     """Every T's model in one process, measured round-robin (run r of T=0, of T=1, ...), so that
-    load from other processes on a shared machine hits every T alike. Returns raw samples (s)."""
+    load from other processes on a shared machine hits every T alike; with `both`, every T twice
+    (fast, then reference path, the same model). Returns raw samples (s)."""
     import time
 
-    preps = [_prepare(T, size, device, sdpa, reference) for T in steps]
-    timers = {p["T"]: Timer(device) for p in preps}
+    preps = []
+    for T in steps:
+        fast = _prepare(T, size, device, sdpa, False if both else reference)
+        preps.append(fast)
+        if both:
+            preps.append(_prepare(T, size, device, sdpa, True, model=fast["model"]))
+    timers = {(p["T"], p["path"]): Timer(device) for p in preps}
     diffs = {}
     with torch.inference_mode():
         for p in preps:  # warm-up, and the check that the split path is Mask2Former.predict's
@@ -150,17 +171,19 @@ def child_time(
                 res = p["full_pass"](Timer(device))
                 dec(ms, mf)
                 loop_decoder(dec, ms, mf)
+            p["set_path"]()
             ref = p["model"].predict([p["image"]])[0]
             assert torch.equal(ref["panoptic_seg"], res["panoptic_seg"]), "split path != predict()"
             grouped = dec(ms, mf)
             loop_logits, loop_masks = loop_decoder(dec, ms, mf)
-            diffs[p["T"]] = max(
+            diffs[p["T"], p["path"]] = max(
                 float((grouped.pred_logits - loop_logits).abs().max()),
                 float((grouped.pred_masks - loop_masks).abs().max()),
             )
         for _ in range(runs):
             for p in preps:
-                timer, dec, ms, mf = timers[p["T"]], p["dec"], p["multi_scale"], p["mask_features"]
+                timer, dec = timers[p["T"], p["path"]], p["dec"]
+                ms, mf = p["multi_scale"], p["mask_features"]
                 sync(device)
                 t0, c0 = time.perf_counter(), time.process_time()
                 p["full_pass"](timer)
@@ -171,14 +194,15 @@ def child_time(
                 timer.run("decoder_loop", loop_decoder, dec, ms, mf)
     out = []
     for p in preps:
-        timer = timers[p["T"]]
+        timer = timers[p["T"], p["path"]]
         out.append(
             {
                 "T": p["T"],
+                "path": p["path"],
                 "queries": sum(p["dec"].group_size(i) for i in range(p["dec"].num_groups)),
                 "samples": timer.times,
                 "cpu_samples": timer.cpu_times,
-                "grouped_vs_loop_max_abs_diff": diffs[p["T"]],
+                "grouped_vs_loop_max_abs_diff": diffs[p["T"], p["path"]],
                 "device": describe(device),
                 "threads": torch.get_num_threads(),
             }
@@ -294,6 +318,42 @@ def before_after_table(before: list[dict], after: list[dict]) -> str:
     )
 
 
+def paths_table(results: list[dict]) -> str:
+    """--both: per T and stage, the reference and the fast path (wall median, CPU min) and the
+    reference / fast ratio (the fast path's speed-up)."""
+    fast = {r["T"]: r["stats"] for r in results if r.get("path", "fast") == "fast"}
+    ref = {r["T"]: r["stats"] for r in results if r.get("path") == "reference"}
+    rows = []
+    for T in fast:
+        for k in ("total",) + STAGES:
+            a, b = ref[T][k], fast[T][k]
+            rows.append(
+                [
+                    T,
+                    k,
+                    a["median_ms"],
+                    b["median_ms"],
+                    f"{a['median_ms'] / b['median_ms']:.2f}x",
+                    a["cpu_min_ms"],
+                    b["cpu_min_ms"],
+                    f"{a['cpu_min_ms'] / b['cpu_min_ms']:.2f}x",
+                ]
+            )
+    return table(
+        [
+            "T",
+            "stage",
+            "reference med ms",
+            "fast med ms",
+            "ref / fast",
+            "reference CPU min",
+            "fast CPU min",
+            "CPU ref / fast",
+        ],
+        rows,
+    )
+
+
 def summary(results: list[dict]) -> dict:
     """The JSON fields of one set of results (keyed by T as a string)."""
 
@@ -336,6 +396,11 @@ def main(argv=None) -> int:
         "--threads", default=None, help="thread counts, one process each (default 1,2; quick 1)"
     )
     ap.add_argument("--reference", action="store_true", help="the pixel decoder's reference path")
+    ap.add_argument(
+        "--both",
+        action="store_true",
+        help="the fast and the reference pixel-decoder path in the same process",
+    )
     ap.add_argument("--before", default=None, help="directory of another checkout to compare with")
     ap.add_argument("--rounds", type=int, default=1, help="alternations of before/after runs")
     ap.add_argument("--child-time", action="store_true", help=argparse.SUPPRESS)
@@ -349,7 +414,9 @@ def main(argv=None) -> int:
     threads = [int(t) for t in (a.threads or ("1" if a.quick else "1,2")).split(",")]
     mem_runs = 1 if a.quick else 2
     if a.child_time:
-        print(json.dumps(child_time(steps, size, runs, warmup, device, a.sdpa, a.reference)))
+        print(
+            json.dumps(child_time(steps, size, runs, warmup, device, a.sdpa, a.reference, a.both))
+        )
         return 0
     if a.child_mem is not None:
         print(json.dumps(child_mem(a.child_mem, size, mem_runs, device, a.sdpa)))
@@ -370,8 +437,8 @@ def main(argv=None) -> int:
         + (["--sdpa"] if a.sdpa else [])
         + (["--quick"] if a.quick else [])
     )
-    after = common + (["--reference"] if a.reference else [])
-    by_threads, before_by_threads = {}, {}
+    after = common + (["--reference"] if a.reference else []) + (["--both"] if a.both else [])
+    by_threads, before_by_threads, both_by_threads = {}, {}, {}
     for n in threads:
         rounds, before_rounds = [], []
         for _ in range(a.rounds if a.before else 1):
@@ -385,7 +452,10 @@ def main(argv=None) -> int:
                     )
                 )
             rounds.append(run_child("benchmarks.inference", ["--child-time"] + after, threads=n))
-        by_threads[n] = merge_rounds(rounds)
+        merged = merge_rounds(rounds)
+        by_threads[n] = [r for r in merged if r.get("path") != "reference" or not a.both]
+        if a.both:
+            both_by_threads[n] = merged
         if a.before:
             before_by_threads[n] = merge_rounds(before_rounds)
         print(f"timing with {n} thread(s) done", file=sys.stderr, flush=True)
@@ -393,14 +463,17 @@ def main(argv=None) -> int:
     for r in results:
         r.update(
             run_child(
-                "benchmarks.inference", ["--child-mem", str(r["T"])] + after, threads=threads[0]
+                "benchmarks.inference",
+                ["--child-mem", str(r["T"])] + [x for x in after if x != "--both"],
+                threads=threads[0],
             )
         )
         print(f"T={r['T']}: peak {r['peak_mb']:.0f} MB", file=sys.stderr, flush=True)
     print(
         f"device {results[0]['device'].split(' (')[0]}, input {size}x{size}, batch 1, {runs} runs after "
         f"{warmup} warm-up, every T measured round-robin in one process; attention "
-        f"{'sdpa' if a.sdpa else 'explicit'}; pixel decoder {'reference' if a.reference else 'fast'} "
+        f"{'sdpa' if a.sdpa else 'explicit'}; pixel decoder "
+        f"{'fast and reference' if a.both else 'reference' if a.reference else 'fast'} "
         f"path; wall: median / p90, CPU: process CPU time (summed over threads), min; peak memory "
         f"({1 + mem_runs} passes, one process per T, from after the model is built, "
         f"{threads[0]} thread(s)): {memory_method(device)}"
@@ -415,6 +488,19 @@ def main(argv=None) -> int:
                 f"(CPU {r['stats']['total']['cpu_min_ms'] / base['cpu_min_ms']:.3f}); grouped vs loop "
                 f"max |diff| = {r['grouped_vs_loop_max_abs_diff']:.2e}"
             )
+        if a.both:
+            ref = [r for r in both_by_threads[n] if r["path"] == "reference"]
+            print(f"\n{n} thread(s), pixel decoder reference path (same process):")
+            print(stage_table(ref, runs))
+            print(f"\nreference / fast path, {n} thread(s), same process:")
+            print(paths_table(both_by_threads[n]))
+            base = ref[0]["stats"]["total"]
+            for r in ref[1:]:
+                print(
+                    f"reference path T={r['T']}: total / T=0 = "
+                    f"{r['stats']['total']['median_ms'] / base['median_ms']:.3f} "
+                    f"(CPU {r['stats']['total']['cpu_min_ms'] / base['cpu_min_ms']:.3f})"
+                )
         if a.before:
             print(f"\nbefore ({a.before}) / after, {n} thread(s), {a.rounds} alternated round(s):")
             print(before_after_table(before_by_threads[n], res))
@@ -430,6 +516,16 @@ def main(argv=None) -> int:
             "peak_mb": {str(r["T"]): r["peak_mb"] for r in results},
             "threads": threads,
             "pixel_decoder": "reference" if a.reference else "fast",
+            **(
+                {
+                    "reference_path": {
+                        str(n): summary([r for r in res if r["path"] == "reference"])
+                        for n, res in both_by_threads.items()
+                    }
+                }
+                if a.both
+                else {}
+            ),
             "by_threads": {str(n): summary(res) for n, res in by_threads.items()},
             **(
                 {

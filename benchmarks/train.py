@@ -14,10 +14,12 @@ time of the iteration (min; on a shared machine far less disturbed than wall clo
 --before DIR measures DIR's `eclipse_seg` (a checkout of an earlier revision) with this benchmark,
 alternated with this checkout --rounds times. --trunk-amp MODE also runs the prompt iterations with
 continual.trunk_amp=MODE (e.g. bf16) from the same initial weights and data, and prints its speed
-and its losses next to the default's.
+and its losses next to the default's. --reference also runs the prompt iterations with the pixel
+decoder's explicit reference path (`set_fast_pixel_decoder(False)`; the rest of this checkout as is).
 
   python -m benchmarks.train [--quick] [--json out.json] [--device cpu|cuda] [--threads 1,2]
       [--models R50] [--modes prompt] [--size 640] [--batch 2] [--before DIR] [--trunk-amp bf16]
+      [--reference]
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def child(
     warmup: int,
     device,
     trunk_amp: str | None = None,
+    reference: bool = False,
 ) -> dict:
     from eclipse_seg.engine.train import autocast_context
 
@@ -133,6 +136,8 @@ def child(
     model, optimizer, criterion, images, targets, params, cfg, trainable, total = _setup(
         name, mode, size, batch, device, overrides
     )
+    if reference:
+        model.set_fast_pixel_decoder(False)
     prompt = mode == "prompt"
 
     def iteration(timer: Timer) -> float:
@@ -177,6 +182,7 @@ def child(
         "device": describe(device),
         "threads": torch.get_num_threads(),
         "trunk_amp": trunk_amp or "auto",
+        "pixel_decoder": "reference" if reference else "fast",
         "iter_cpu_min_ms": 1000 * min(timer.cpu_times["iteration"]),
         "breakdown_ms": {k: median_ms(timer.times[k]) for k in BREAKDOWN if k in timer.times},
         "breakdown_cpu_ms": {
@@ -227,7 +233,13 @@ def main(argv=None) -> int:
         default=None,
         help="also run prompt iterations with this continual.trunk_amp (e.g. bf16)",
     )
+    ap.add_argument(
+        "--reference",
+        action="store_true",
+        help="also run prompt iterations with the pixel decoder's reference path",
+    )
     ap.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-trunk-amp", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     size = a.size or (128 if a.quick else 256)
@@ -238,10 +250,24 @@ def main(argv=None) -> int:
     if a.child:
         name, mode = a.child
         s = 64 if name == "tiny-synthetic" else size
-        print(json.dumps(child(name, mode, s, a.batch, iters, warmup, device, a.child_trunk_amp)))
+        print(
+            json.dumps(
+                child(
+                    name,
+                    mode,
+                    s,
+                    a.batch,
+                    iters,
+                    warmup,
+                    device,
+                    a.child_trunk_amp,
+                    a.child_reference,
+                )
+            )
+        )
         return 0
 
-    def run(name, mode, n, before=None, trunk_amp=None):
+    def run(name, mode, n, before=None, trunk_amp=None, reference=False):
         args = [
             "--child",
             name,
@@ -258,22 +284,27 @@ def main(argv=None) -> int:
             a.device,
         ]
         args += ["--child-trunk-amp", trunk_amp] if trunk_amp else []
+        args += ["--child-reference"] if reference else []
         r = run_child("benchmarks.train", args, eclipse_seg_from=before, threads=n)
+        r.setdefault("pixel_decoder", "fast")
         print(
             f"{'before ' if before else ''}{name} {mode} {n} thread(s)"
-            f"{' trunk_amp=' + trunk_amp if trunk_amp else ''}: {r['iter_ms']:.0f} ms/iter",
+            f"{' trunk_amp=' + trunk_amp if trunk_amp else ''}"
+            f"{' reference pixel decoder' if reference else ''}: {r['iter_ms']:.0f} ms/iter",
             file=sys.stderr,
             flush=True,
         )
         return r
 
-    results, before, amp_runs = [], [], []
+    results, before, amp_runs, ref_runs = [], [], [], []
     for n in threads:
         for name in a.models.split(","):
             for mode in a.modes.split(","):
                 for _ in range(a.rounds if a.before else 1):
                     if a.before:
                         before.append(run(name, mode, n, a.before))
+                    if a.reference and mode == "prompt":
+                        ref_runs.append(run(name, mode, n, reference=True))
                     results.append(run(name, mode, n))
                 if a.trunk_amp and mode == "prompt":
                     amp_runs.append(run(name, mode, n, trunk_amp=a.trunk_amp))
@@ -320,13 +351,27 @@ def main(argv=None) -> int:
     )
     print(
         breakdown_table(
-            results + amp_runs,
+            results + amp_runs + ref_runs,
             lambda r: (
                 f"{r['model']} {r['mode']} {r['threads']}t"
                 + (f" trunk_amp={r['trunk_amp']}" if r["trunk_amp"] != "auto" else "")
+                + (" reference pixel decoder" if r["pixel_decoder"] == "reference" else "")
             ),
         )
     )
+    for rr in ref_runs:
+        fr = [
+            r
+            for r in results
+            if (r["model"], r["mode"], r["threads"]) == (rr["model"], rr["mode"], rr["threads"])
+        ]
+        fw = statistics.median(r["iter_ms"] for r in fr)
+        fc = min(r["iter_cpu_min_ms"] for r in fr)
+        print(
+            f"{rr['model']} prompt, {rr['threads']} thread(s): reference pixel decoder "
+            f"{rr['iter_ms']:.0f} ms/iter vs fast {fw:.0f} ({rr['iter_ms'] / fw:.2f}x; CPU min "
+            f"{rr['iter_cpu_min_ms']:.0f} vs {fc:.0f}, {rr['iter_cpu_min_ms'] / fc:.2f}x)"
+        )
     if a.before:
         print(f"\nbefore ({a.before}):")
         print(breakdown_table(before, lambda r: f"{r['model']} {r['mode']} {r['threads']}t"))
@@ -399,6 +444,7 @@ def main(argv=None) -> int:
             "ratios_by_threads": by_threads,
             **({"before": {"eclipse_seg_from": a.before, "results": before}} if a.before else {}),
             **({"trunk_amp": amp_runs} if amp_runs else {}),
+            **({"reference_pixel_decoder": ref_runs} if ref_runs else {}),
         },
     )
     return 0

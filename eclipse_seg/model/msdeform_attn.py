@@ -52,12 +52,19 @@ def ms_deform_attn_core(
     return out.view(b, m * d, lq).transpose(1, 2).contiguous()
 
 
-def pad_levels(value: torch.Tensor, spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:
+def pad_levels(
+    value: torch.Tensor, spatial_shapes: list[tuple[int, int]], out: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, S, C) flattened levels -> (B, S_pad, C): every level with a one-pixel zero border, so that
     each bilinear tap of a clamped location reads memory (the border supplies grid_sample's zero
-    padding). S_pad = sum (H_l + 2) * (W_l + 2)."""
+    padding). S_pad = sum (H_l + 2) * (W_l + 2). `out`: an earlier result of the same shape and
+    dtype whose border is still zero; only its interior is written (no new zeroed allocation)."""
     b, _, c = value.shape
-    padded = value.new_zeros(b, sum((h + 2) * (w + 2) for h, w in spatial_shapes), c)
+    shape = (b, sum((h + 2) * (w + 2) for h, w in spatial_shapes), c)
+    if out is not None and out.shape == shape and out.dtype == value.dtype:
+        padded = out
+    else:
+        padded = value.new_zeros(shape)
     start = 0
     for level, (h, w) in zip(
         value.split([h * w for h, w in spatial_shapes], dim=1), spatial_shapes
@@ -102,13 +109,19 @@ def _make_level_columns(spatial_shapes, n_points, n_heads, batch, dtype, device)
     ) * rows_per_image + torch.arange(n_heads, dtype=dtype, device=device).view(1, 1, n_heads, 1)
     index_dtype = torch.int32 if batch * rows_per_image < 2**31 else torch.int64
     taps = torch.stack([torch.zeros_like(row), torch.full_like(row, n_heads), row, row + n_heads])
+
+    def per_head(t):
+        # materialised (M, L*P): elementwise ops on (B, Lq, M, L*P) operands then run over the
+        # M*L*P contiguous elements of each query (a (L*P,) operand cuts them into runs of L*P)
+        return t.expand(n_heads, -1).contiguous()
+
     return {
-        "minus_1": torch.full_like(width, -1.0),
-        "width": width,
-        "height": height,
-        "width_1": width - 1,
-        "height_1": height - 1,
-        "row": row,
+        "minus_1": per_head(torch.full_like(width, -1.0)),
+        "width": per_head(width),
+        "height": per_head(height),
+        "width_1": per_head(width - 1),
+        "height_1": per_head(height - 1),
+        "row": per_head(row),
         "first": origin + image_head,
         "taps": taps.to(index_dtype),
         "index_dtype": index_dtype,
@@ -154,12 +167,22 @@ def ms_deform_attn_gather(
     # table row of the top-left tap: padded (y0 + 1, x0 + 1) of the level, image b, head m; the
     # other taps are 1 (right), a padded row (below) and both further: (B, Lq, M, 4, L*P)
     top_left = torch.addcmul(c["first"], y0, c["row"]).add_(x0, alpha=m).to(c["index_dtype"])
-    index = top_left.unsqueeze(-2) + c["taps"]
+    # one add per tap into its slice: ~1.6x faster than one broadcast add over the taps (whose
+    # innermost broadcast dimension is only L*P long)
+    index = top_left.new_empty(b, lq, m, 4, cols)
+    for k in range(4):
+        torch.add(top_left, c["taps"][k], out=index[:, :, :, k])
     aw = attention_weights.to(compute)
     wy1 = fy * aw
     wy0 = aw - wy1
     wx0 = 1 - fx
-    weights = torch.stack([wy0 * wx0, wy0 * fx, wy1 * wx0, wy1 * fx], -2)  # taps as in `index`
+    factors = ((wy0, wx0), (wy0, fx), (wy1, wx0), (wy1, fx))  # taps as in `index`
+    if torch.is_grad_enabled() and aw.requires_grad:
+        weights = torch.stack([u * v for u, v in factors], -2)
+    else:  # each product written into its slice (no stack copy; out= has no autograd)
+        weights = aw.new_empty(b, lq, m, 4, cols)
+        for k, (u, v) in enumerate(factors):
+            torch.mul(u, v, out=weights[:, :, :, k])
     bags = b * lq * m
     out = F.embedding_bag(
         index.view(bags, -1),
@@ -255,22 +278,31 @@ class MSDeformAttn(nn.Module):
         self, reference_points: torch.Tensor, spatial_shapes: list[tuple[int, int]]
     ) -> torch.Tensor:
         """Gather path: reference points (B or 1, Lq, L, 2) in [0, 1] -> in pixels of each level,
-        repeated per point: (B or 1, Lq, 2 (x, y), 1, L*P), at least float32."""
+        repeated per head and point: (B or 1, Lq, 2 (x, y), M, L*P), at least float32 (contiguous,
+        so that adding it to the offsets runs over 2*M*L*P contiguous elements per query)."""
         compute = torch.promote_types(reference_points.dtype, torch.float32)
         size = torch.tensor(
             [[w, h] for h, w in spatial_shapes], dtype=compute, device=reference_points.device
         )
         pixels = reference_points.to(compute) * size - 0.5  # (., Lq, L, 2)
-        return pixels.transpose(-1, -2).repeat_interleave(self.n_points, dim=-1).unsqueeze(-2)
+        pixels = pixels.transpose(-1, -2).repeat_interleave(self.n_points, dim=-1).unsqueeze(-2)
+        return pixels.expand(-1, -1, -1, self.n_heads, -1).contiguous()
 
     def value_table(
-        self, value: torch.Tensor, spatial_shapes: list[tuple[int, int]]
+        self,
+        value: torch.Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Gather path: value (B, S, C) -> projected, padded table (B * S_pad * M, D) (at least
-        float32, also under reduced-precision autocast)."""
+        float32, also under reduced-precision autocast). `out`: an earlier table of the same size
+        that is no longer needed, whose zero border is reused (`pad_levels`; without autograd)."""
         v = self.value_proj(value)
         v = v.to(torch.promote_types(v.dtype, torch.float32))
-        return pad_levels(v, spatial_shapes).view(-1, self.d_model // self.n_heads)
+        padded = pad_levels(
+            v, spatial_shapes, None if out is None else out.view(v.shape[0], -1, v.shape[2])
+        )
+        return padded.view(-1, self.d_model // self.n_heads)
 
     def sample_table(
         self,

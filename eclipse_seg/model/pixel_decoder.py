@@ -82,19 +82,30 @@ class DeformableEncoderLayer(nn.Module):
         pos: torch.Tensor,
         reference_points: torch.Tensor,
         spatial_shapes: list[tuple[int, int]],
+        scratch: dict | None = None,
     ) -> torch.Tensor:
-        """src (B, S, C), pos (B or 1, S, C), reference_points (B or 1, S, L, 2) -> (B, S, C)."""
+        """src (B, S, C), pos (B or 1, S, C), reference_points (B or 1, S, L, 2) -> (B, S, C).
+        `scratch`: a dict shared by the layers of one pass; the chunked path keeps its value table
+        there for the next layer to overwrite (its zero border is allocated once per pass)."""
         if self.self_attn.use_gather and not torch.is_grad_enabled():
-            return self._forward_chunked(src, pos, reference_points, spatial_shapes)
+            return self._forward_chunked(src, pos, reference_points, spatial_shapes, scratch)
         src = self.norm1(src + self.self_attn(src + pos, reference_points, src, spatial_shapes))
         return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
 
-    def _forward_chunked(self, src, pos, reference_points, spatial_shapes) -> torch.Tensor:
+    def _forward_chunked(
+        self, src, pos, reference_points, spatial_shapes, scratch=None
+    ) -> torch.Tensor:
         """In float32 (the pixel decoder runs with autocast off)."""
         b, s, _ = src.shape
         attn = self.self_attn
-        table = attn.value_table(src, spatial_shapes)  # every chunk reads all of it
-        ref = attn.reference_pixels(reference_points, spatial_shapes)
+        scratch = {} if scratch is None else scratch
+        # every chunk reads all of it; the previous layer's table (done with) lends its border
+        table = attn.value_table(src, spatial_shapes, out=scratch.get("table"))
+        scratch["table"] = table
+        key = ("reference_pixels", attn.n_heads, attn.n_points)  # the same for every layer
+        if key not in scratch:
+            scratch[key] = attn.reference_pixels(reference_points, spatial_shapes)
+        ref = scratch[key]
         out = torch.empty_like(src)
         # chunks help a single thread's caches; with more threads each chunk's many small ops
         # multiply the synchronisation of parallel regions (much slower on a loaded machine)
@@ -156,12 +167,24 @@ class DeformableTransformer(nn.Module):
             1,
         )
         ref = reference_points(tuple(shapes), flat.dtype, flat.device)
-        out = flat
+        out, scratch = flat, {}
         for layer in self.encoder.layers:
-            out = layer(out, lvl_pos, ref, shapes)
-        b, c = out.shape[0], out.shape[2]
-        maps = out.split([h * w for h, w in shapes], dim=1)
-        return [m.transpose(1, 2).reshape(b, c, h, w) for m, (h, w) in zip(maps, shapes)]
+            out = layer(out, lvl_pos, ref, shapes, scratch)
+        return token_maps(out, shapes)
+
+
+def token_maps(tokens: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """(B, S, C) tokens of all levels -> per level (B, C, H_l, W_l) channels-last views (no copy).
+
+    With one image the views get the strides of a channels-last tensor of their own size (the
+    batch stride of a size-1 dimension means nothing, but kernels such as bilinear upsampling only
+    take their channels-last path on exact channels-last strides: ~10x faster)."""
+    b, c = tokens.shape[0], tokens.shape[2]
+    maps = tokens.split([h * w for h, w in shapes], dim=1)
+    out = [m.transpose(1, 2).reshape(b, c, h, w) for m, (h, w) in zip(maps, shapes)]
+    if b == 1:
+        out = [m.as_strided(m.shape, (c * h * w, 1, w * c, c)) for m, (h, w) in zip(out, shapes)]
+    return out
 
 
 def reference_points(
@@ -257,14 +280,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
         srcs = [proj(_channels_last(features[n])) for proj, n in zip(self.input_proj, names)]
         multi_scale = self.transformer(srcs)
         lateral = self.adapter_1(_channels_last(features["res2"]))
-        # bilinear upsampling is ~4x faster on NCHW than on channels-last input (same arithmetic)
+        # on channels-last input (exact strides, see token_maps) bilinear upsampling takes its
+        # channels-last kernel and returns channels-last output, as the lateral and layer_1 are
         up = F.interpolate(
-            multi_scale[-1].contiguous(),
-            size=lateral.shape[-2:],
-            mode="bilinear",
-            align_corners=False,
+            multi_scale[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
         )
-        fpn = F.relu_(self.layer_1(lateral + _channels_last(up)))
+        # in place into the upsampled map (its backward needs neither input nor output kept)
+        fpn = F.relu_(self.layer_1(up.add_(lateral)))
         if (
             self.fast
         ):  # contiguous (NCHW) mask features: the decoder's mask einsum is faster on them

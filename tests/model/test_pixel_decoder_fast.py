@@ -20,6 +20,7 @@ from eclipse_seg.model.pixel_decoder import (
     PixelDecoderConfig,
     PixelDecoderOutput,
     reference_points,
+    token_maps,
 )
 
 SHAPES = [(2, 3), (4, 6), (8, 12)]  # res5, res4, res3 of a 64 x 96 input
@@ -153,6 +154,47 @@ def test_pixel_decoder_fast_path_equals_reference_path(query_chunk, monkeypatch)
         assert _max_diff(fused, ref) <= 1e-5 * scale
         assert _max_diff(gather, ref) <= 1e-5 * scale
         assert gather.mask_features.requires_grad
+
+
+def test_single_image_fast_path_equals_reference_and_hands_on_channels_last_maps():
+    """Batch 1 (inference): the encoded maps are channels-last views of the tokens with exact
+    channels-last strides (so bilinear upsampling takes its channels-last kernel), and the fast
+    path still equals the reference."""
+    pd = _r50_pixel_decoder()
+    feats = _features(1, 64, 96)
+    with torch.no_grad():
+        ref = pd.set_fast(False)(feats)
+        fast = pd.set_fast(True)(feats)
+    scale = max(float(f.abs().max()) for f in [ref.mask_features, *ref.multi_scale_features])
+    assert _max_diff(fast, ref) <= 1e-5 * scale
+    for f in fast.multi_scale_features:
+        c, h, w = f.shape[1:]
+        assert f.stride() == (c * h * w, 1, w * c, c)
+
+
+@pytest.mark.parametrize("b", [1, 2])
+def test_token_maps_are_views_of_the_tokens(b):
+    tokens = torch.randn(b, sum(h * w for h, w in SHAPES), 16)
+    maps = token_maps(tokens, SHAPES)
+    start = 0
+    for m, (h, w) in zip(maps, SHAPES):
+        expected = tokens[:, start : start + h * w].transpose(1, 2).reshape(b, 16, h, w)
+        assert torch.equal(m, expected)
+        assert m.untyped_storage().data_ptr() == tokens.untyped_storage().data_ptr()
+        if b == 1:  # exact channels-last strides (a size-1 batch dimension's stride set too)
+            assert m.stride() == (16 * h * w, 1, w * 16, 16)
+        start += h * w
+
+
+def test_pad_levels_reuses_a_table_and_keeps_its_zero_border():
+    s = sum(h * w for h, w in SHAPES)
+    first = pad_levels(torch.randn(2, s, 8), SHAPES)
+    value = torch.randn(2, s, 8)
+    again = pad_levels(value, SHAPES, out=first)
+    assert again.data_ptr() == first.data_ptr()
+    assert torch.equal(again, pad_levels(value, SHAPES))  # interior rewritten, border still zero
+    wrong_shape = torch.ones(2, 5, 8)
+    assert torch.equal(pad_levels(value, SHAPES, out=wrong_shape), pad_levels(value, SHAPES))
 
 
 def test_encoder_paths_agree_in_float64(monkeypatch):
