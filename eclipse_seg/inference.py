@@ -41,6 +41,31 @@ def resize_mask_logits(
     return x[0]
 
 
+def pixel_owners(probs: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """probs (K, H, W), scores (K,) -> (owner (H, W): argmax over k of scores[k] * probs[k], the
+    first k on ties; confident area (K,): pixels with probs[k] >= 0.5).
+
+    On CPU a loop over queries is ~2x faster than the (K, H, W) product and its argmax over the
+    outer dimension (every pass stays in cache; measured at 100 queries, 512x512) and gives the
+    same result: the same products, compared in order with a strict >. On GPU the vectorised form
+    is one kernel each."""
+    if probs.device.type != "cpu" or len(probs) == 0:
+        owner = (scores.view(-1, 1, 1) * probs).argmax(0)
+        return owner, (probs >= 0.5).flatten(1).sum(1)
+    best = probs[0] * scores[0]
+    owner = torch.zeros(best.shape, dtype=torch.int64)
+    conf_area = torch.empty(len(probs), dtype=torch.int64)
+    value, better = torch.empty_like(best), torch.empty(best.shape, dtype=torch.bool)
+    for k in range(len(probs)):
+        if k:
+            torch.mul(probs[k], scores[k], out=value)
+            torch.gt(value, best, out=better)
+            torch.maximum(best, value, out=best)
+            owner.masked_fill_(better, k)
+        conf_area[k] = torch.count_nonzero(probs[k] >= 0.5)
+    return owner, conf_area
+
+
 def postprocess(
     logits: torch.Tensor,
     masks: torch.Tensor,
@@ -64,16 +89,15 @@ def postprocess(
     if not keep.any():
         return {"panoptic_seg": panoptic, "segments_info": segments, "sem_seg": sem}
     kept_idx = keep.nonzero().squeeze(1)
-    probs = resize_mask_logits(masks[kept_idx], padded_size, image_size, output_size).sigmoid()
+    probs = resize_mask_logits(masks[kept_idx], padded_size, image_size, output_size).sigmoid_()
     cur_scores, cur_labels = scores[kept_idx], labels[kept_idx]
-    owner = (cur_scores.view(-1, 1, 1) * probs).argmax(0)
+    owner, conf_area = pixel_owners(probs, cur_scores)
     # query k's segment is {owner == k} & {probs[k] >= 0.5}: a pixel joins it iff its owner is
     # confident there. All areas in three reductions, one transfer (no per-query device syncs).
     assigned = probs.gather(0, owner[None])[0] >= 0.5
     k = len(kept_idx)
     owned_area = torch.bincount(owner.flatten(), minlength=k)
     area = torch.bincount(owner[assigned], minlength=k)
-    conf_area = (probs >= 0.5).flatten(1).sum(1)
     stats = torch.stack([owned_area, conf_area, area, cur_labels]).tolist()
     score_of = cur_scores.tolist()
     seg_of_query = [0] * k

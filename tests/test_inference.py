@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eclipse_seg.inference import IGNORE_LABEL, postprocess, resize_mask_logits
+from eclipse_seg.inference import IGNORE_LABEL, pixel_owners, postprocess, resize_mask_logits
 
 BIG = 12.0  # mask logit: sigmoid ~ 1 (or ~ 0 for -BIG)
 NEG = -20.0  # class logit that never wins
@@ -67,6 +67,23 @@ def test_pixel_ownership_ties_and_confidence():
     assert [
         (s["id"], s["label"], s["category_id"], s["isthing"]) for s in out["segments_info"]
     ] == [(1, 0, 1, True), (2, 0, 1, True)]
+
+
+@pytest.mark.parametrize("k", [1, 2, 7])
+def test_pixel_owners_loop_equals_the_vectorised_argmax(k):
+    """The CPU loop over queries gives the argmax of score * prob (first query on ties) and the
+    confident areas, exactly as the (K, H, W) form the GPU uses."""
+    g = torch.Generator().manual_seed(k)
+    probs = torch.rand(k, 33, 17, generator=g)
+    probs[:, :4] = 0.5  # ties between queries, and probabilities exactly at the threshold
+    probs[-1, 4:8] = probs[0, 4:8]
+    scores = torch.rand(k, generator=g)
+    scores[-1] = scores[0]
+    owner, conf = pixel_owners(probs, scores)
+    assert torch.equal(owner, (scores.view(-1, 1, 1) * probs).argmax(0))
+    assert torch.equal(conf, (probs >= 0.5).flatten(1).sum(1))
+    flat, _ = pixel_owners(torch.full((k, 3, 3), 0.7), torch.full((k,), 0.9))
+    assert flat.eq(0).all()  # a tie goes to the first query
 
 
 def test_owner_uses_score_times_prob():
