@@ -354,6 +354,16 @@ def paths_table(results: list[dict]) -> str:
     )
 
 
+def t_over_t0(results: list[dict]) -> list[str]:
+    """'T=k: total / T=0 = r (CPU r)' for every T after the first (results ordered by T)."""
+    base = results[0]["stats"]["total"]
+    return [
+        f"T={r['T']}: total / T=0 = {r['stats']['total']['median_ms'] / base['median_ms']:.3f} "
+        f"(CPU {r['stats']['total']['cpu_min_ms'] / base['cpu_min_ms']:.3f})"
+        for r in results[1:]
+    ]
+
+
 def summary(results: list[dict]) -> dict:
     """The JSON fields of one set of results (keyed by T as a string)."""
 
@@ -481,26 +491,16 @@ def main(argv=None) -> int:
     for n, res in by_threads.items():
         print(f"\n{n} thread(s):")
         print(stage_table(res, runs))
-        base = res[0]["stats"]["total"]
-        for r in res[1:]:
-            print(
-                f"T={r['T']}: total / T=0 = {r['stats']['total']['median_ms'] / base['median_ms']:.3f} "
-                f"(CPU {r['stats']['total']['cpu_min_ms'] / base['cpu_min_ms']:.3f}); grouped vs loop "
-                f"max |diff| = {r['grouped_vs_loop_max_abs_diff']:.2e}"
-            )
+        for r, ratio in zip(res[1:], t_over_t0(res)):
+            print(f"{ratio}; grouped vs loop max |diff| = {r['grouped_vs_loop_max_abs_diff']:.2e}")
         if a.both:
             ref = [r for r in both_by_threads[n] if r["path"] == "reference"]
             print(f"\n{n} thread(s), pixel decoder reference path (same process):")
             print(stage_table(ref, runs))
             print(f"\nreference / fast path, {n} thread(s), same process:")
             print(paths_table(both_by_threads[n]))
-            base = ref[0]["stats"]["total"]
-            for r in ref[1:]:
-                print(
-                    f"reference path T={r['T']}: total / T=0 = "
-                    f"{r['stats']['total']['median_ms'] / base['median_ms']:.3f} "
-                    f"(CPU {r['stats']['total']['cpu_min_ms'] / base['cpu_min_ms']:.3f})"
-                )
+            for ratio in t_over_t0(ref):
+                print(f"reference path {ratio}")
         if a.before:
             print(f"\nbefore ({a.before}) / after, {n} thread(s), {a.rounds} alternated round(s):")
             print(before_after_table(before_by_threads[n], res))
