@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from eclipse_seg.panoptic_segments import place_segments
+
 IGNORE_LABEL = 255
 
 
@@ -98,29 +100,18 @@ def postprocess(
     k = len(kept_idx)
     owned_area = torch.bincount(owner.flatten(), minlength=k)
     area = torch.bincount(owner[assigned], minlength=k)
-    stats = torch.stack([owned_area, conf_area, area, cur_labels]).tolist()
-    score_of = cur_scores.tolist()
-    seg_of_query = [0] * k
-    stuff_segment: dict[int, int] = {}
-    for q, (owned, conf, a, label) in enumerate(zip(*stats)):
-        isthing = bool(thing_mask[label]) if label < thing_mask.numel() else False
-        if owned == 0 or conf == 0 or a == 0 or owned / conf < overlap_threshold:
-            continue
-        if not isthing and label in stuff_segment:
-            seg_of_query[q] = stuff_segment[label]
-            continue
-        seg_of_query[q] = len(segments) + 1
-        if not isthing:
-            stuff_segment[label] = seg_of_query[q]
-        segments.append(
-            {
-                "id": seg_of_query[q],
-                "category_id": label + 1,
-                "label": label,
-                "isthing": isthing,
-                "score": score_of[q],
-            }
-        )
+    owned, confident, assigned_area, cur = torch.stack(
+        [owned_area, conf_area, area, cur_labels]
+    ).tolist()
+    segments, seg_of_query = place_segments(
+        owned,
+        confident,
+        assigned_area,
+        cur,
+        cur_scores.tolist(),
+        thing_mask.tolist(),
+        overlap_threshold,
+    )
     seg_ids = torch.tensor(seg_of_query, dtype=torch.int32, device=logits.device)[owner]
     placed = assigned & (seg_ids > 0)
     panoptic = torch.where(placed, seg_ids, panoptic)

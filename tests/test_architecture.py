@@ -15,6 +15,7 @@ FLOORS = {
     "data": 1,
     "model": 2,
     "inference": 2,
+    "panoptic_segments": 2,
     "losses": 2,
     "metrics": 2,
     "scenarios": 2,

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from eclipse_seg.panoptic_segments import place_segments
+
 IGNORE_LABEL = 255
 
 
@@ -148,34 +150,15 @@ def postprocess(
     k = len(kept_idx)
     owned_area = np.bincount(owner.ravel(), minlength=k)
     area = np.bincount(owner[assigned], minlength=k)
-    flags = list(thing_flags)
-    seg_of_query = [0] * k
-    stuff_segment: dict[int, int] = {}
-    for q in range(k):
-        owned, conf, a, label = (
-            int(owned_area[q]),
-            int(conf_area[q]),
-            int(area[q]),
-            int(cur_labels[q]),
-        )
-        isthing = bool(flags[label]) if label < len(flags) else False
-        if owned == 0 or conf == 0 or a == 0 or owned / conf < overlap_threshold:
-            continue
-        if not isthing and label in stuff_segment:
-            seg_of_query[q] = stuff_segment[label]
-            continue
-        seg_of_query[q] = len(segments) + 1
-        if not isthing:
-            stuff_segment[label] = seg_of_query[q]
-        segments.append(
-            {
-                "id": seg_of_query[q],
-                "category_id": label + 1,
-                "label": label,
-                "isthing": isthing,
-                "score": float(cur_scores[q]),
-            }
-        )
+    segments, seg_of_query = place_segments(
+        owned_area.tolist(),
+        conf_area.tolist(),
+        area.tolist(),
+        cur_labels.tolist(),
+        cur_scores.tolist(),
+        list(thing_flags),
+        overlap_threshold,
+    )
     seg_ids = np.asarray(seg_of_query, dtype=np.int32)[owner]
     placed = assigned & (seg_ids > 0)
     panoptic = np.where(placed, seg_ids, panoptic).astype(np.int32)
