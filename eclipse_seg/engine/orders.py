@@ -28,7 +28,7 @@ from eclipse_seg.engine import distributed as dist
 from eclipse_seg.engine.build import scenario_for
 from eclipse_seg.engine.continual_metrics import metric_key, plot_class_heatmap
 from eclipse_seg.engine.outputs import claim_output_dir
-from eclipse_seg.engine.results import plot_results, write_results
+from eclipse_seg.engine.results import plot_results, style_step_axes, write_results
 from eclipse_seg.engine.runner import RunInputs, prepare_run, run
 from eclipse_seg.errors import ConfigError
 
@@ -273,7 +273,6 @@ def plot_orders(summary: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     key = summary["metric"]
     name = {"pq": "PQ", "miou": "mIoU"}[key]
@@ -302,18 +301,10 @@ def plot_orders(summary: dict, path: Path) -> None:
             steps, mean, std = (np.array(v) for v in zip(*stats))
             ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
             ax.plot(steps, mean, marker="o", color=colour, label=method)
-    last = max(len(summary["classes_per_step"]) - 1, 1)
     titles = {"old": "old classes", "new": "new classes", "all": "all seen classes"}
     for ax, group in zip(axes, ("old", "new", "all")):
         ax.set_title(f"{name} of {titles[group]}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(-0.25, last + 0.25)
-        ax.set_ylim(0, 100)
-        ax.set_xlabel("step")
-        ax.set_ylabel(f"{name} (points)")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+    style_step_axes(axes, name, len(summary["classes_per_step"]))
     fig.suptitle(
         f"scenario {summary['scenario']} over {len(summary['orders'])} class orders: "
         "mean, ±1 std band, each order faint"

@@ -150,6 +150,23 @@ def format_results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def style_step_axes(axes, name: str, num_steps: int) -> None:
+    """The look of every value-over-steps panel: integer steps 0..num_steps-1, a 0-100 scale,
+    the metric's name on the y axis, a light grid, a legend when something is labelled."""
+    from matplotlib.ticker import MaxNLocator
+
+    last = max(num_steps - 1, 1)
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.25, last + 0.25)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{name} (points)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+
+
 def plot_results(results: dict, path: Path) -> None:
     """All-class PQ (or mIoU) over steps per method and, when any step has old classes, the old
     classes' value (forgetting) beside it. Integer step ticks, a 0-100 scale."""
@@ -157,7 +174,6 @@ def plot_results(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     key, name = _metric(results)
     methods = {m: e["steps"] for m, e in results["methods"].items() if e["steps"]}
@@ -176,16 +192,7 @@ def plot_results(results: dict, path: Path) -> None:
     axes[0].set_title(f"{name} over all seen classes")
     if has_old:
         axes[1].set_title(f"{name} of old classes (forgetting)")
-    last = max(len(results["classes_per_step"]) - 1, 1)
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(-0.25, last + 0.25)
-        ax.set_ylim(0, 100)
-        ax.set_xlabel("step")
-        ax.set_ylabel(f"{name} (points)")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+    style_step_axes(axes, name, len(results["classes_per_step"]))
     fig.suptitle(f"scenario {results['scenario']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
