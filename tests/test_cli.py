@@ -13,42 +13,9 @@ from tests.conftest import TINY_MODEL
 
 
 def test_make_synthetic_is_deterministic(tmp_path):
-    assert (
-        main(
-            [
-                "make-synthetic",
-                "--out",
-                str(tmp_path / "a"),
-                "--train",
-                "3",
-                "--val",
-                "2",
-                "--size",
-                "48x40",
-                "--seed",
-                "7",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "make-synthetic",
-                "--out",
-                str(tmp_path / "b"),
-                "--train",
-                "3",
-                "--val",
-                "2",
-                "--size",
-                "48x40",
-                "--seed",
-                "7",
-            ]
-        )
-        == 0
-    )
+    args = ["--train", "3", "--val", "2", "--size", "48x40", "--seed", "7"]
+    for name in ("a", "b"):
+        assert main(["make-synthetic", "--out", str(tmp_path / name), *args]) == 0
     for rel in (
         "train/panoptic.json",
         "val/panoptic/val_000001.png",
