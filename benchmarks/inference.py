@@ -19,7 +19,8 @@ the reference / fast ratio per T and stage. --before DIR measures DIR's `eclipse
 of an earlier revision, e.g. `git worktree add DIR <commit>`) with this same benchmark, alternated
 with this checkout --rounds times, and prints before/after tables.
 
-  python -m benchmarks.inference [--quick] [--json out.json] [--device cpu|cuda] [--sdpa]
+  python -m benchmarks.inference [--quick] [--json out.json] [--device cpu|cuda]
+                                 [--attention auto|fused|explicit]
                                  [--threads 1,2] [--reference | --both] [--before DIR] [--rounds N]
 """
 
@@ -48,10 +49,13 @@ from benchmarks._common import (
 )
 
 STEPS = (0, 1, 5, 10)
+# --attention -> Mask2Former.set_fast_attention (None: the model's own default; a checkout from
+# before it existed runs its explicit default then)
+ATTENTION = {"auto": None, "fused": True, "explicit": False}
 PROMPTS = 10
 
 
-def build(T: int, device: torch.device, sdpa: bool, reference: bool = False):
+def build(T: int, device: torch.device, sdpa: bool | None, reference: bool = False):
     from eclipse_seg.continual import add_step, set_deltas
     from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
 
@@ -88,7 +92,7 @@ def loop_decoder(dec, multi_scale, mask_features):
 
 
 def _prepare(
-    T: int, size: int, device: torch.device, sdpa: bool, reference: bool = False, model=None
+    T: int, size: int, device: torch.device, sdpa: bool | None, reference: bool = False, model=None
 ) -> dict:
     """One (T, path): `model` (built if None) runs its pixel decoder's reference path if
     `reference` (switched before every pass, so one model may serve both paths)."""
@@ -147,7 +151,7 @@ def child_time(
     runs: int,
     warmup: int,
     device: torch.device,
-    sdpa: bool,
+    sdpa: bool | None,
     reference: bool = False,
     both: bool = False,
 ) -> list[dict]:
@@ -231,7 +235,7 @@ def merge_rounds(rounds: list[list[dict]]) -> list[dict]:
     return out
 
 
-def child_mem(T: int, size: int, runs: int, device: torch.device, sdpa: bool) -> dict:
+def child_mem(T: int, size: int, runs: int, device: torch.device, sdpa: bool | None) -> dict:
     """Peak memory of end-to-end inference of one T, alone in a fresh process."""
     p = _prepare(T, size, device, sdpa)
     sync(device)
@@ -400,7 +404,11 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--steps", default=",".join(map(str, STEPS)))
     ap.add_argument(
-        "--sdpa", action="store_true", help="decoder attention via scaled_dot_product_attention"
+        "--attention",
+        choices=sorted(ATTENTION),
+        default="auto",
+        help="decoder attention: the model's default (auto: fused in eval mode), always fused "
+        "(scaled_dot_product_attention) or the explicit reference",
     )
     ap.add_argument(
         "--threads", default=None, help="thread counts, one process each (default 1,2; quick 1)"
@@ -425,11 +433,11 @@ def main(argv=None) -> int:
     mem_runs = 1 if a.quick else 2
     if a.child_time:
         print(
-            json.dumps(child_time(steps, size, runs, warmup, device, a.sdpa, a.reference, a.both))
+            json.dumps(child_time(steps, size, runs, warmup, device, ATTENTION[a.attention], a.reference, a.both))
         )
         return 0
     if a.child_mem is not None:
-        print(json.dumps(child_mem(a.child_mem, size, mem_runs, device, a.sdpa)))
+        print(json.dumps(child_mem(a.child_mem, size, mem_runs, device, ATTENTION[a.attention])))
         return 0
     common = (
         [
@@ -444,7 +452,7 @@ def main(argv=None) -> int:
             "--steps",
             a.steps,
         ]
-        + (["--sdpa"] if a.sdpa else [])
+        + ["--attention", a.attention]
         + (["--quick"] if a.quick else [])
     )
     after = common + (["--reference"] if a.reference else []) + (["--both"] if a.both else [])
@@ -482,7 +490,7 @@ def main(argv=None) -> int:
     print(
         f"device {results[0]['device'].split(' (')[0]}, input {size}x{size}, batch 1, {runs} runs after "
         f"{warmup} warm-up, every T measured round-robin in one process; attention "
-        f"{'sdpa' if a.sdpa else 'explicit'}; pixel decoder "
+        f"{a.attention}; pixel decoder "
         f"{'fast and reference' if a.both else 'reference' if a.reference else 'fast'} "
         f"path; wall: median / p90, CPU: process CPU time (summed over threads), min; peak memory "
         f"({1 + mem_runs} passes, one process per T, from after the model is built, "
@@ -510,7 +518,8 @@ def main(argv=None) -> int:
             "device": results[0]["device"],
             "size": size,
             "runs": runs,
-            "sdpa": a.sdpa,
+            "sdpa": a.attention != "explicit",  # the decoder ran the fused kernel
+            "attention": a.attention,
             "memory": memory_method(device),
             **summary(results),
             "peak_mb": {str(r["T"]): r["peak_mb"] for r in results},

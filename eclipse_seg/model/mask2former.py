@@ -91,13 +91,17 @@ class Mask2Former(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def set_fast_attention(self, enabled: bool = True) -> Mask2Former:
-        """Decoder (and Swin window) attention through F.scaled_dot_product_attention (faster,
-        equal within float rounding) instead of the explicit, bitwise-reproducible default path."""
+    def set_fast_attention(self, enabled: bool | None = True) -> Mask2Former:
+        """Attention through F.scaled_dot_product_attention (True: faster, equal within float
+        rounding) or the explicit, bitwise-reproducible path (False). For the decoder, None (its
+        default) = fused in eval mode, explicit in training mode; Swin's window attention is
+        explicit unless True."""
         from eclipse_seg.model.decoder import Attention
 
         for m in self.modules():
-            if isinstance(m, (Attention, WindowAttention)):
+            if isinstance(m, Attention):
+                m.use_sdpa = enabled if enabled is None else bool(enabled)
+            elif isinstance(m, WindowAttention):
                 m.use_sdpa = bool(enabled)
         return self
 

@@ -41,9 +41,11 @@ def _images():
 
 
 def test_sdpa_equals_explicit_attention():
-    model = _tiny_model()
+    model = _tiny_model()  # eval mode: the decoder's default is the fused kernel
     images = _images()
     with torch.no_grad():
+        auto = model(images)
+        model.set_fast_attention(False)
         ref = model(images)
         model.set_fast_attention(True)
         assert all(m.self_attn.use_sdpa for m in model.decoder.transformer_self_attention_layers)
@@ -54,6 +56,7 @@ def test_sdpa_equals_explicit_attention():
     torch.testing.assert_close(fast.pred_masks, ref.pred_masks, atol=1e-5, rtol=1e-5)
     for a, b in zip(fast.aux_outputs, ref.aux_outputs):
         torch.testing.assert_close(a.pred_masks, b.pred_masks, atol=1e-5, rtol=1e-5)
+    assert torch.equal(auto.pred_masks, fast.pred_masks)
     assert torch.equal(again.pred_logits, ref.pred_logits)  # the switch goes back to bitwise
 
 

@@ -87,11 +87,13 @@ def test_export_friendly_pixel_decoder_is_bitwise_the_eager_one():
         again = graph(images.float())  # restored afterwards
     for a, b, c in zip(want, got, again):
         assert torch.equal(a, b) and torch.equal(a, c)
-    # and the graph equals the model's own preprocessing + forward on the reference pixel-decoder
-    # path it traces (bitwise), and the default fast path within float rounding
+    # and the graph equals the model's own preprocessing + forward on the reference paths it
+    # traces (explicit attention, grid_sample pixel decoder) bitwise, and the default fast paths
+    # within float rounding
     with torch.no_grad():
         fast = model(list(images.to(torch.uint8)))
         model.sem_seg_head.pixel_decoder.set_fast(False)
+        model.set_fast_attention(False)
         eager = model(list(images.to(torch.uint8)))
     assert torch.equal(eager.pred_logits, want[0]) and torch.equal(eager.pred_masks, want[1])
     assert torch.allclose(fast.pred_logits, want[0], atol=1e-4)

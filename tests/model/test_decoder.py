@@ -8,7 +8,13 @@ from torch import nn
 
 from eclipse_seg.continual import add_step, set_deltas
 from eclipse_seg.model.backbone.resnet import ResNetConfig
-from eclipse_seg.model.decoder import DecoderConfig, MaskedAttentionDecoder, manipulate_logits
+from eclipse_seg.model.decoder import (
+    Attention,
+    DecoderConfig,
+    MaskedAttentionDecoder,
+    manipulate_logits,
+    query_masks,
+)
 from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
 from eclipse_seg.model.pixel_decoder import PixelDecoderConfig
 
@@ -63,7 +69,7 @@ def test_fully_blocked_row_attends_everywhere():
     logits, masks, attn = dec.prediction_heads(torch.randn(2, 3, HID), mf, (0,), idx, (4, 4), False)
     assert masks.shape == (2, 3, 4, 4)
     assert logits.shape == (2, 3, 5)
-    assert attn.dtype == torch.bool and attn.shape == (2 * dec.num_heads, 3, 16)
+    assert attn.dtype == torch.bool and attn.shape == (2, 3, 16)  # one mask for every head
     left = torch.zeros(4, 4, dtype=torch.bool)
     left[:, :2] = True
     expected = torch.stack(
@@ -84,11 +90,7 @@ def test_fully_blocked_row_attends_everywhere():
             ),
         ]
     )  # True = blocked; query 0 (blocked everywhere) is fully unblocked
-    for b in range(2):
-        for h in range(
-            dec.num_heads
-        ):  # (B*heads) laid out batch-major, as nn.MultiheadAttention wants
-            assert torch.equal(attn[b * dec.num_heads + h], expected[b]), (b, h)
+    assert torch.equal(attn, expected)
 
 
 def test_attn_mask_resized_to_level():
@@ -98,8 +100,33 @@ def test_attn_mask_resized_to_level():
     dec.mask_embed = FixedEmbed(torch.ones(1, 1, 1))
     idx = dec.group_indices((0,), mf.device)
     _, _, attn = dec.prediction_heads(torch.randn(1, 1, HID), mf, (0,), idx, (2, 2), False)
-    assert attn.shape == (dec.num_heads, 1, 4)
+    assert attn.shape == (1, 1, 4)
     assert attn[0, 0].tolist() == [True, False, True, False]
+
+
+def test_mask_shared_by_heads_equals_the_mask_repeated_per_head():
+    torch.manual_seed(0)
+    attn = Attention(32, 4)
+    nn.init.xavier_uniform_(attn.in_proj_weight)  # the layers that hold it initialise it
+    q, kv = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    mask = torch.rand(2, 5, 7) < 0.5
+    mask[..., 0] = False  # no fully blocked row (the decoder never passes one)
+    for sdpa in (False, True):
+        attn.use_sdpa = sdpa
+        shared = attn(q, kv, kv, attn_mask=mask)
+        per_head = attn(q, kv, kv, attn_mask=mask.repeat_interleave(4, dim=0))
+        assert torch.equal(shared, per_head)
+        assert not torch.allclose(shared, attn(q, kv, kv))  # the mask does act
+
+
+def test_query_masks_are_the_einsum_laid_out_channels_last():
+    g = torch.Generator().manual_seed(0)
+    embed, features = torch.randn(2, 7, 16, generator=g), torch.randn(2, 16, 6, 10, generator=g)
+    expected = torch.einsum("bqc,bchw->bqhw", embed, features)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        masks = query_masks(embed, features.contiguous(memory_format=layout))
+        torch.testing.assert_close(masks, expected, rtol=0, atol=1e-5)
+        assert masks.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("aux,n_aux", [("all", 3), ("first", 1)])
@@ -314,3 +341,42 @@ def test_heads_of_different_shapes_are_not_stacked():
     heads = model.decoder.stacked_heads((0, 1, 2))
     assert heads == {"cls": None, "mask": None}
     assert model.decoder.stacked_heads((0, 1)) == {"cls": None, "mask": None}
+
+
+def test_decoder_attention_paths_at_real_widths():
+    """The fused attention (default in eval mode) against the explicit path, on the R50 model's
+    decoder widths (256 channels, 8 heads, FFN 2048, 9 layers, 100 queries) with two prompt
+    groups: within 1e-5 of the outputs' scale; training mode stays on the explicit path's bits."""
+    torch.manual_seed(0)
+    model = Mask2Former(
+        ModelConfig(
+            backbone=ResNetConfig(
+                depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4
+            ),
+            pixel_decoder=PixelDecoderConfig(
+                conv_dim=256, mask_dim=256, num_layers=1, num_heads=8, ffn_dim=32
+            ),
+            decoder=DecoderConfig(),
+            base_classes=20,
+        )
+    ).eval()
+    for _ in range(2):
+        add_step(model, num_classes=3, num_prompts=10)
+    set_deltas(model, [0.4, 0.6])
+    g = torch.Generator().manual_seed(1)
+    multi = [torch.randn(1, 256, 4 * 2**i, 5 * 2**i, generator=g) for i in range(3)]
+    mask_features = torch.randn(1, 256, 32, 40, generator=g)
+    dec = model.decoder
+    with torch.no_grad():
+        fused = dec(multi, mask_features)
+        model.set_fast_attention(False)
+        explicit = dec(multi, mask_features)
+        model.set_fast_attention(None).train()
+        trained = dec(multi, mask_features, manipulate=True)
+    pairs = [(fused, explicit)] + list(zip(fused.aux_outputs, explicit.aux_outputs))
+    for a, b in pairs:
+        for x, y in [(a.pred_logits, b.pred_logits), (a.pred_masks, b.pred_masks)]:
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-5 * float(y.abs().max()))
+    assert not torch.equal(fused.pred_masks, explicit.pred_masks)  # two paths indeed
+    assert torch.equal(trained.pred_masks, explicit.pred_masks)
+    assert torch.equal(trained.pred_logits, explicit.pred_logits)
