@@ -433,7 +433,11 @@ def main(argv=None) -> int:
     mem_runs = 1 if a.quick else 2
     if a.child_time:
         print(
-            json.dumps(child_time(steps, size, runs, warmup, device, ATTENTION[a.attention], a.reference, a.both))
+            json.dumps(
+                child_time(
+                    steps, size, runs, warmup, device, ATTENTION[a.attention], a.reference, a.both
+                )
+            )
         )
         return 0
     if a.child_mem is not None:

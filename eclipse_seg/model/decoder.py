@@ -370,7 +370,9 @@ def query_masks(mask_embed: torch.Tensor, mask_features: torch.Tensor) -> torch.
     The pixels are a view of channels-last `mask_features` (what the decoder's forward passes)."""
     b, c = mask_features.shape[:2]
     pixels = mask_features.permute(0, 2, 3, 1).reshape(b, -1, c)
-    return (pixels @ mask_embed.transpose(1, 2)).transpose(1, 2).unflatten(2, mask_features.shape[2:])
+    return (
+        (pixels @ mask_embed.transpose(1, 2)).transpose(1, 2).unflatten(2, mask_features.shape[2:])
+    )
 
 
 def manipulate_logits(
