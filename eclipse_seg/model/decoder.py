@@ -270,8 +270,11 @@ class MaskedAttentionDecoder(nn.Module):
             )
         if manipulate is None:
             manipulate = not self.training and len(groups) > 1
-        # the pixels of the per-layer mask products as a view (see query_masks); no-op if so already
-        mask_features = mask_features.contiguous(memory_format=torch.channels_last)
+        # the layout query_masks wants (no copy where the pixel decoder made it so): channels-last
+        # without autograd, NCHW for the einsum with it
+        grad = torch.is_grad_enabled()
+        layout = torch.contiguous_format if grad else torch.channels_last
+        mask_features = mask_features.contiguous(memory_format=layout)
         output = torch.cat([self.group_features(g) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
         heads = self.stacked_heads(groups)
         predictions = [
@@ -332,9 +335,8 @@ class MaskedAttentionDecoder(nn.Module):
     def prediction_heads(
         self, output, mask_features, groups, idx, attn_size, manipulate, heads=None
     ):
-        """Heads on one layer's queries -> (logits, masks (B, Q, H/4, W/4) channels-last,
-        cross-attention mask for the next layer (B, Q, H_l*W_l), True = blocked, shared by the
-        heads)."""
+        """Heads on one layer's queries -> (logits, masks (B, Q, H/4, W/4), cross-attention mask
+        for the next layer (B, Q, H_l*W_l), True = blocked, shared by the heads)."""
         heads = heads or {"cls": None, "mask": None}
         decoded = self.decoder_norm(output)
         logits = self.class_embed(decoded, heads["cls"])
@@ -360,19 +362,21 @@ class MaskedAttentionDecoder(nn.Module):
 
 
 def query_masks(mask_embed: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
-    """Mask logits: mask_embed (B, Q, C) . mask_features (B, C, H, W) -> (B, Q, H, W), the
-    official einsum, laid out channels-last (query fastest).
+    """Mask logits: mask_embed (B, Q, C) . mask_features (B, C, H, W) -> (B, Q, H, W).
 
-    The product is taken as pixels x queries, (B, H*W, C) @ (B, C, Q): the same dot products (MKL
-    gives the einsum's bits), but its result is already channels-last, so the bilinear downsampling
-    of the cross-attention mask runs its channels-last kernel directly; on a contiguous (B, Q, H, W)
-    input it first converts the whole map (~10 ms per layer at 200 queries, 128x128, one thread).
-    The pixels are a view of channels-last `mask_features` (what the decoder's forward passes)."""
+    Without autograd (inference, evaluation) the product is taken as pixels x queries,
+    (B, H*W, C) @ (B, C, Q): the same dot products (MKL gives the einsum's bits), but the result is
+    already channels-last, so the bilinear downsampling of the cross-attention mask runs its
+    channels-last kernel directly; on a contiguous (B, Q, H, W) input it first converts the whole
+    map (~10 ms per layer at 200 queries, 128x128, one thread). The pixels are a view of
+    channels-last `mask_features`. With autograd it is the official einsum, whose backward gives
+    the gradients' bits that the training runs of docs/demo.md were measured with."""
+    if torch.is_grad_enabled() and (mask_embed.requires_grad or mask_features.requires_grad):
+        return torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
     b, c = mask_features.shape[:2]
     pixels = mask_features.permute(0, 2, 3, 1).reshape(b, -1, c)
-    return (
-        (pixels @ mask_embed.transpose(1, 2)).transpose(1, 2).unflatten(2, mask_features.shape[2:])
-    )
+    masks = pixels @ mask_embed.transpose(1, 2)
+    return masks.transpose(1, 2).unflatten(2, mask_features.shape[2:])
 
 
 def manipulate_logits(

@@ -257,8 +257,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def set_fast(self, enabled: bool = True) -> MSDeformAttnPixelDecoder:
         """The fast path (default; equal within float rounding): deformable attention by gathers,
-        fused encoder layers without autograd. Disabled: the explicit reference (grid_sample per
-        level, unfused layers)."""
+        fused encoder layers without autograd, `mask_features` with autograd as one batched matmul
+        that writes NCHW. Disabled: the explicit reference (grid_sample per level, unfused layers,
+        nn.Conv2d)."""
         self.fast = bool(enabled)
         for m in self.modules():
             if isinstance(m, MSDeformAttn):
@@ -287,5 +288,20 @@ class MSDeformAttnPixelDecoder(nn.Module):
         )
         # in place into the upsampled map (its backward needs neither input nor output kept)
         fpn = F.relu_(self.layer_1(up.add_(lateral)))
-        # channels-last mask features: the decoder's mask products read their pixels as a view
+        if self.fast and torch.is_grad_enabled():
+            # training (step 0): contiguous (NCHW) mask features for the decoder's einsum, as the
+            # runs measured in docs/demo.md had them (its backward's bits depend on the layout)
+            return PixelDecoderOutput(conv1x1_to_contiguous(fpn, self.mask_features), multi_scale)
+        # channels-last (what the conv gives here): the decoder's mask products read their pixels
+        # as a view (decoder.query_masks)
         return PixelDecoderOutput(self.mask_features(fpn), multi_scale)
+
+
+def conv1x1_to_contiguous(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A 1x1 conv of channels-last x (B, C_in, H, W) written as one batched matmul whose result is
+    contiguous (B, C_out, H, W): no layout copy after the conv."""
+    b, c, h, w = x.shape
+    tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view for channels-last x
+    weight = conv.weight.reshape(1, -1, c).expand(b, -1, -1)
+    bias = conv.bias.view(1, -1, 1) if conv.bias is not None else x.new_zeros(1, 1, 1)
+    return torch.baddbmm(bias, weight, tokens.transpose(1, 2)).view(b, -1, h, w)

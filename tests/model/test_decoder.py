@@ -127,6 +127,22 @@ def test_query_masks_are_the_einsum_laid_out_channels_last():
         masks = query_masks(embed, features.contiguous(memory_format=layout))
         torch.testing.assert_close(masks, expected, rtol=0, atol=1e-5)
         assert masks.is_contiguous(memory_format=torch.channels_last)
+    # with autograd: the einsum itself (the gradients' bits of the training runs)
+    masks = query_masks(embed.requires_grad_(), features)
+    assert torch.equal(masks, expected) and masks.is_contiguous()
+
+
+def test_predictions_do_not_depend_on_grad_mode():
+    """With autograd the decoder takes the einsum on NCHW features, without it the channels-last
+    product: the same values."""
+    model = tiny_model().train()
+    x = torch.rand(2, 3, 32, 32) * 255
+    with_grad = model(x)
+    with torch.no_grad():
+        without = model(x)
+    for a, b in zip([with_grad] + with_grad.aux_outputs, [without] + without.aux_outputs):
+        torch.testing.assert_close(a.pred_masks, b.pred_masks, rtol=0, atol=1e-6)
+        torch.testing.assert_close(a.pred_logits, b.pred_logits, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("aux,n_aux", [("all", 3), ("first", 1)])
