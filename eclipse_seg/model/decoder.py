@@ -63,8 +63,11 @@ class Attention(nn.Module):
       reference;
     - F.scaled_dot_product_attention (`use_sdpa=True`): the same maths in one fused kernel, within
       ~1e-5 of the explicit path, without materialising the (heads, queries, keys) scores;
-    - `use_sdpa=None` (default): the fused kernel in eval mode (inference), the explicit path in
-      training mode, so that training (and the figures measured with it) stays bitwise stable."""
+    - `use_sdpa=None` (default): as the caller's `fused` says; the decoder asks for the fused
+      kernel in eval mode (inference) and the explicit path in training mode, so that training
+      (and the figures measured with it) keeps its bits. The decoder's mode decides, not this
+      module's: in a prompt-tuning step the frozen attention modules are in eval mode
+      (`train_keeping_frozen_in_eval`) inside a decoder that trains."""
 
     def __init__(self, d_model: int, nhead: int):
         super().__init__()
@@ -75,9 +78,10 @@ class Attention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
         self.use_sdpa: bool | None = None
 
-    def forward(self, query, key, value, attn_mask=None):
+    def forward(self, query, key, value, attn_mask=None, fused: bool = False):
         """query (B, L, C), key/value (B, S, C); attn_mask bool, True = blocked: (L, S), (B, L, S)
-        shared by all heads, or (B*heads, L, S) per head -> (B, L, C)."""
+        shared by all heads, or (B*heads, L, S) per head -> (B, L, C). `fused`: the path when
+        `use_sdpa` is None."""
         b, lq, c = query.shape
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q, b_k, b_v = self.in_proj_bias.chunk(3)
@@ -89,7 +93,7 @@ class Attention(nn.Module):
             # a mask shared by the heads broadcasts over them: never repeated per head
             per_head = attn_mask.shape[0] == b * h
             attn_mask = attn_mask.view(b, h if per_head else 1, lq, -1)
-        sdpa = not self.training if self.use_sdpa is None else self.use_sdpa
+        sdpa = fused if self.use_sdpa is None else self.use_sdpa
         if sdpa:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if attn_mask is None else ~attn_mask
@@ -112,10 +116,10 @@ class SelfAttentionLayer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, x, query_pos, attn_mask=None):
+    def forward(self, x, query_pos, attn_mask=None, fused=False):
         y = self.norm(x) if self.pre_norm else x
         q = y + query_pos
-        out = x + self.self_attn(q, q, y, attn_mask=attn_mask)
+        out = x + self.self_attn(q, q, y, attn_mask=attn_mask, fused=fused)
         return out if self.pre_norm else self.norm(out)
 
 
@@ -129,10 +133,10 @@ class CrossAttentionLayer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, x, memory, memory_pos, query_pos, attn_mask):
+    def forward(self, x, memory, memory_pos, query_pos, attn_mask, fused=False):
         y = self.norm(x) if self.pre_norm else x
         out = x + self.multihead_attn(
-            y + query_pos, memory + memory_pos, memory, attn_mask=attn_mask
+            y + query_pos, memory + memory_pos, memory, attn_mask=attn_mask, fused=fused
         )
         return out if self.pre_norm else self.norm(out)
 
@@ -285,9 +289,11 @@ class MaskedAttentionDecoder(nn.Module):
             attn_mask = predictions[-1][2]
             level = i % self.num_levels
             output = self.transformer_cross_attention_layers[i](
-                output, srcs[level], poss[level], pos, attn_mask
+                output, srcs[level], poss[level], pos, attn_mask, fused=not self.training
             )
-            output = self.transformer_self_attention_layers[i](output, pos, idx["self_attn_mask"])
+            output = self.transformer_self_attention_layers[i](
+                output, pos, idx["self_attn_mask"], fused=not self.training
+            )
             output = self.transformer_ffn_layers[i](output)
             predictions.append(
                 self.prediction_heads(

@@ -94,8 +94,8 @@ class Mask2Former(nn.Module):
     def set_fast_attention(self, enabled: bool | None = True) -> Mask2Former:
         """Attention through F.scaled_dot_product_attention (True: faster, equal within float
         rounding) or the explicit, bitwise-reproducible path (False). For the decoder, None (its
-        default) = fused in eval mode, explicit in training mode; Swin's window attention is
-        explicit unless True."""
+        default) = fused when the decoder is in eval mode, explicit when it trains; Swin's window
+        attention is explicit unless True."""
         from eclipse_seg.model.decoder import Attention
 
         for m in self.modules():

@@ -16,6 +16,7 @@ from eclipse_seg.model.decoder import (
     query_masks,
 )
 from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
+from eclipse_seg.model.layers import train_keeping_frozen_in_eval
 from eclipse_seg.model.pixel_decoder import PixelDecoderConfig
 
 HID = 16
@@ -396,3 +397,23 @@ def test_decoder_attention_paths_at_real_widths():
     assert not torch.equal(fused.pred_masks, explicit.pred_masks)  # two paths indeed
     assert torch.equal(trained.pred_masks, explicit.pred_masks)
     assert torch.equal(trained.pred_logits, explicit.pred_logits)
+
+
+def test_prompt_tuning_trains_on_the_explicit_attention():
+    """In a prompt step the frozen attention modules are in eval mode inside a training decoder:
+    the decoder's mode picks the path, so training keeps the explicit path's bits."""
+    model = tiny_model()
+    add_step(model, num_classes=2, num_prompts=3)
+    for name, p in model.named_parameters():
+        p.requires_grad_(".prompt_" in name)
+    train_keeping_frozen_in_eval(model)
+    attn = model.decoder.transformer_self_attention_layers[0]
+    assert model.decoder.training and not attn.training
+    x = torch.rand(2, 3, 32, 32) * 255
+    out = model(x, groups=(1,))
+    model.set_fast_attention(False)
+    explicit = model(x, groups=(1,))
+    model.set_fast_attention(True)
+    fused = model(x, groups=(1,))
+    assert torch.equal(out.pred_masks, explicit.pred_masks)
+    assert not torch.equal(fused.pred_masks, explicit.pred_masks)
