@@ -15,8 +15,8 @@ from eclipse_seg.model.decoder import (
     manipulate_logits,
     query_masks,
 )
-from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
 from eclipse_seg.model.layers import train_keeping_frozen_in_eval
+from eclipse_seg.model.mask2former import Mask2Former, ModelConfig
 from eclipse_seg.model.pixel_decoder import PixelDecoderConfig
 
 HID = 16
