@@ -8,7 +8,7 @@ passes). `--before DIR` profiles DIR's `eclipse_seg` (a checkout of an earlier r
 same benchmark in its own process, alternated with this checkout's --rounds times, and prints both
 side by side: where the time per added query went, op by op.
 
-  python -m benchmarks.decoder [--steps 0,10] [--size 512] [--passes 3] [--threads 1]
+  python -m benchmarks.decoder [--quick] [--steps 0,10] [--size 512] [--passes 3] [--threads 1]
                                [--attention auto|fused|explicit] [--before DIR] [--rounds 1]
                                [--json out.json]
 """
@@ -93,9 +93,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--quick", action="store_true", help="256x256, 1 pass (under a minute)")
     ap.add_argument("--steps", default="0,10")
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--size", type=int, default=None, help="square input size (default 512)")
+    ap.add_argument("--passes", type=int, default=None, help="passes per round (default 3)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--attention", choices=sorted(ATTENTION), default="auto")
     ap.add_argument("--before", default=None, help="directory of another checkout to compare with")
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     steps = [int(t) for t in a.steps.split(",")]
+    a.size = a.size or (256 if a.quick else 512)
+    a.passes = a.passes or (1 if a.quick else 3)
     if a.child:
         print(json.dumps(child(steps, a.size, a.passes, a.attention)))
         return 0
