@@ -375,9 +375,11 @@ def query_masks(mask_embed: torch.Tensor, mask_features: torch.Tensor) -> torch.
     already channels-last, so the bilinear downsampling of the cross-attention mask runs its
     channels-last kernel directly; on a contiguous (B, Q, H, W) input it first converts the whole
     map (~10 ms per layer at 200 queries, 128x128, one thread). The pixels are a view of
-    channels-last `mask_features`. With autograd it is the official einsum, whose backward gives
-    the gradients' bits that the training runs of docs/demo.md were measured with."""
-    if torch.is_grad_enabled() and (mask_embed.requires_grad or mask_features.requires_grad):
+    channels-last `mask_features` (the decoder's forward makes them so once per pass). With
+    autograd, or on NCHW features, it is the official einsum, whose backward gives the gradients'
+    bits that the training runs of docs/demo.md were measured with."""
+    grad = torch.is_grad_enabled() and (mask_embed.requires_grad or mask_features.requires_grad)
+    if grad or not mask_features.is_contiguous(memory_format=torch.channels_last):
         return torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
     b, c = mask_features.shape[:2]
     pixels = mask_features.permute(0, 2, 3, 1).reshape(b, -1, c)
