@@ -1,6 +1,7 @@
 """Per-op profile of the masked-attention decoder as continual steps accumulate: the R50 ADE model
 (hidden 256, 8 heads, FFN 2048, 9 layers, random weights) with T steps of 10 prompts (100 + 10T
-queries), in eval mode on the trunk features of one image, exactly as inference runs it.
+queries), in eval and inference mode on the trunk features of one image, exactly as inference
+runs it.
 
 Per T: the decoder's process CPU time (min over --passes unprofiled passes) and the process CPU time
 per aten op (benchmarks._common.OpTimes; the smallest total of each op over --passes profiled
@@ -34,7 +35,7 @@ def child(steps: list[int], size: int, passes: int, attention: str) -> dict:
     out = {"device": describe(torch.device("cpu")), "T": {}}
     for T in steps:
         model = build(T, torch.device("cpu"), ATTENTION[attention])
-        with torch.no_grad():
+        with torch.inference_mode():  # as model.predict and evaluation run it
             mask_features, multi_scale = model.sem_seg_head.pixel_decoder(
                 model.backbone(model.preprocess([image]))
             )

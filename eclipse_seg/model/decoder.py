@@ -274,11 +274,6 @@ class MaskedAttentionDecoder(nn.Module):
             )
         if manipulate is None:
             manipulate = not self.training and len(groups) > 1
-        # the layout query_masks wants (no copy where the pixel decoder made it so): channels-last
-        # without autograd, NCHW for the einsum with it
-        grad = torch.is_grad_enabled()
-        layout = torch.contiguous_format if grad else torch.channels_last
-        mask_features = mask_features.contiguous(memory_format=layout)
         output = torch.cat([self.group_features(g) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
         heads = self.stacked_heads(groups)
         predictions = [
@@ -370,14 +365,13 @@ class MaskedAttentionDecoder(nn.Module):
 def query_masks(mask_embed: torch.Tensor, mask_features: torch.Tensor) -> torch.Tensor:
     """Mask logits: mask_embed (B, Q, C) . mask_features (B, C, H, W) -> (B, Q, H, W).
 
-    Without autograd (inference, evaluation) the product is taken as pixels x queries,
-    (B, H*W, C) @ (B, C, Q): the same dot products (MKL gives the einsum's bits), but the result is
-    already channels-last, so the bilinear downsampling of the cross-attention mask runs its
-    channels-last kernel directly; on a contiguous (B, Q, H, W) input it first converts the whole
-    map (~10 ms per layer at 200 queries, 128x128, one thread). The pixels are a view of
-    channels-last `mask_features` (the decoder's forward makes them so once per pass). With
-    autograd, or on NCHW features, it is the official einsum, whose backward gives the gradients'
-    bits that the training runs of docs/demo.md were measured with."""
+    On channels-last `mask_features` without autograd (what the pixel decoder hands on in
+    inference mode) the product is taken as pixels x queries, (B, H*W, C) @ (B, C, Q), on a view of
+    the features: the same dot products (MKL gives the einsum's bits), but the result is already
+    channels-last, so the bilinear downsampling of the cross-attention mask runs its channels-last
+    kernel directly; on a contiguous (B, Q, H, W) input it first converts the whole map (~10 ms per
+    layer at 200 queries, 128x128, one thread). Otherwise it is the official einsum, whose backward
+    gives the gradients' bits that the training runs of docs/demo.md were measured with."""
     grad = torch.is_grad_enabled() and (mask_embed.requires_grad or mask_features.requires_grad)
     if grad or not mask_features.is_contiguous(memory_format=torch.channels_last):
         return torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)

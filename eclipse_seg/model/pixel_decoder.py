@@ -257,8 +257,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def set_fast(self, enabled: bool = True) -> MSDeformAttnPixelDecoder:
         """The fast path (default; equal within float rounding): deformable attention by gathers,
-        fused encoder layers without autograd, `mask_features` with autograd as one batched matmul
-        that writes NCHW. Disabled: the explicit reference (grid_sample per level, unfused layers,
+        fused encoder layers without autograd, `mask_features` outside inference mode as one
+        batched matmul that writes NCHW. Disabled: the explicit reference (grid_sample per level, unfused layers,
         nn.Conv2d)."""
         self.fast = bool(enabled)
         for m in self.modules():
@@ -288,12 +288,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
         )
         # in place into the upsampled map (its backward needs neither input nor output kept)
         fpn = F.relu_(self.layer_1(up.add_(lateral)))
-        if self.fast and torch.is_grad_enabled():
-            # training (step 0): contiguous (NCHW) mask features for the decoder's einsum, as the
-            # runs measured in docs/demo.md had them (its backward's bits depend on the layout)
+        if self.fast and not torch.is_inference_mode_enabled():
+            # outside inference mode the features may meet autograd (step 0, or a prompt step's
+            # frozen trunk under no_grad): contiguous (NCHW) for the decoder's einsum, whose
+            # backward gives the bits the runs of docs/demo.md were measured with
             return PixelDecoderOutput(conv1x1_to_contiguous(fpn, self.mask_features), multi_scale)
-        # channels-last (what the conv gives here): the decoder's mask products read their pixels
-        # as a view (decoder.query_masks)
+        # channels-last (the conv's own output): in inference mode the decoder's mask products
+        # read their pixels as a view (decoder.query_masks)
         return PixelDecoderOutput(self.mask_features(fpn), multi_scale)
 
 

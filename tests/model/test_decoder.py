@@ -137,13 +137,15 @@ def test_query_masks_are_the_einsum_laid_out_channels_last():
 
 
 def test_predictions_do_not_depend_on_grad_mode():
-    """With autograd the decoder takes the einsum on NCHW features, without it the channels-last
-    product: the same values."""
+    """With autograd the decoder takes the einsum on NCHW features, in inference mode the
+    channels-last product on channels-last features: the same values."""
     model = tiny_model().train()
     x = torch.rand(2, 3, 32, 32) * 255
     with_grad = model(x)
-    with torch.no_grad():
+    assert with_grad.pred_masks.is_contiguous()
+    with torch.inference_mode():
         without = model(x)
+    assert without.pred_masks.is_contiguous(memory_format=torch.channels_last)
     for a, b in zip([with_grad] + with_grad.aux_outputs, [without] + without.aux_outputs):
         torch.testing.assert_close(a.pred_masks, b.pred_masks, rtol=0, atol=1e-6)
         torch.testing.assert_close(a.pred_logits, b.pred_logits, rtol=0, atol=1e-6)
