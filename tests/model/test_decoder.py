@@ -270,7 +270,10 @@ def test_deltas_padding_and_truncation():
 
 
 # ----- groups in a whole (tiny) model ---------------------------------------------------------------
-def tiny_model():
+def small_trunk_model(
+    decoder: DecoderConfig, base_classes: int = 3, width: int = HID, heads: int = 2
+) -> Mask2Former:
+    """A tiny ResNet and one-layer pixel decoder of `width` channels under `decoder`."""
     torch.manual_seed(0)
     return Mask2Former(
         ModelConfig(
@@ -278,13 +281,22 @@ def tiny_model():
                 depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4
             ),
             pixel_decoder=PixelDecoderConfig(
-                conv_dim=HID, mask_dim=HID, num_layers=1, num_heads=2, ffn_dim=32, num_groups=4
+                conv_dim=width,
+                mask_dim=width,
+                num_layers=1,
+                num_heads=heads,
+                ffn_dim=32,
+                num_groups=4,
             ),
-            decoder=DecoderConfig(
-                hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=3, num_queries=4
-            ),
-            base_classes=3,
+            decoder=decoder,
+            base_classes=base_classes,
         )
+    )
+
+
+def tiny_model():
+    return small_trunk_model(
+        DecoderConfig(hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=3, num_queries=4)
     )
 
 
@@ -315,24 +327,9 @@ def test_groups_isolated_and_manipulated_in_eval():
 def test_stacked_prompt_heads_equal_one_call_per_group(deep_cls, monkeypatch):
     """With >= 2 prompt groups the prompt heads run as one batched matmul per layer; the result
     must be the per-group loop's, and the base group's outputs must not change bits."""
-    torch.manual_seed(0)
-    model = Mask2Former(
-        ModelConfig(
-            backbone=ResNetConfig(
-                depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4
-            ),
-            pixel_decoder=PixelDecoderConfig(
-                conv_dim=HID, mask_dim=HID, num_layers=1, num_heads=2, ffn_dim=32, num_groups=4
-            ),
-            decoder=DecoderConfig(
-                hidden_dim=HID,
-                num_heads=2,
-                ffn_dim=32,
-                num_layers=3,
-                num_queries=4,
-                deep_cls=deep_cls,
-            ),
-            base_classes=3,
+    model = small_trunk_model(
+        DecoderConfig(
+            hidden_dim=HID, num_heads=2, ffn_dim=32, num_layers=3, num_queries=4, deep_cls=deep_cls
         )
     ).eval()
     for _ in range(3):
@@ -369,19 +366,7 @@ def test_decoder_attention_paths_at_real_widths():
     """The fused attention (default in eval mode) against the explicit path, on the R50 model's
     decoder widths (256 channels, 8 heads, FFN 2048, 9 layers, 100 queries) with two prompt
     groups: within 1e-5 of the outputs' scale; training mode stays on the explicit path's bits."""
-    torch.manual_seed(0)
-    model = Mask2Former(
-        ModelConfig(
-            backbone=ResNetConfig(
-                depth=50, stem_out_channels=8, res2_out_channels=16, width_per_group=4
-            ),
-            pixel_decoder=PixelDecoderConfig(
-                conv_dim=256, mask_dim=256, num_layers=1, num_heads=8, ffn_dim=32
-            ),
-            decoder=DecoderConfig(),
-            base_classes=20,
-        )
-    ).eval()
+    model = small_trunk_model(DecoderConfig(), base_classes=20, width=256, heads=8).eval()
     for _ in range(2):
         add_step(model, num_classes=3, num_prompts=10)
     set_deltas(model, [0.4, 0.6])
