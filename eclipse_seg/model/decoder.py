@@ -168,7 +168,6 @@ class MaskedAttentionDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         c = cfg.hidden_dim
-        self.num_heads = cfg.num_heads
         self.transformer_self_attention_layers = nn.ModuleList(
             SelfAttentionLayer(c, cfg.num_heads, cfg.pre_norm) for _ in range(cfg.num_layers)
         )
@@ -276,6 +275,7 @@ class MaskedAttentionDecoder(nn.Module):
             manipulate = not self.training and len(groups) > 1
         output = torch.cat([self.group_features(g) for g in groups]).unsqueeze(0).repeat(b, 1, 1)
         heads = self.stacked_heads(groups)
+        fused = not self.training  # the attention path (see Attention): fused only at inference
         predictions = [
             self.prediction_heads(output, mask_features, groups, idx, sizes[0], manipulate, heads)
         ]
@@ -284,10 +284,10 @@ class MaskedAttentionDecoder(nn.Module):
             attn_mask = predictions[-1][2]
             level = i % self.num_levels
             output = self.transformer_cross_attention_layers[i](
-                output, srcs[level], poss[level], pos, attn_mask, fused=not self.training
+                output, srcs[level], poss[level], pos, attn_mask, fused=fused
             )
             output = self.transformer_self_attention_layers[i](
-                output, pos, idx["self_attn_mask"], fused=not self.training
+                output, pos, idx["self_attn_mask"], fused=fused
             )
             output = self.transformer_ffn_layers[i](output)
             predictions.append(

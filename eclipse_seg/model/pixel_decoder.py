@@ -258,8 +258,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
     def set_fast(self, enabled: bool = True) -> MSDeformAttnPixelDecoder:
         """The fast path (default; equal within float rounding): deformable attention by gathers,
         fused encoder layers without autograd, `mask_features` outside inference mode as one
-        batched matmul that writes NCHW. Disabled: the explicit reference (grid_sample per level, unfused layers,
-        nn.Conv2d)."""
+        batched matmul that writes NCHW. Disabled: the explicit reference (grid_sample per level,
+        unfused layers, nn.Conv2d)."""
         self.fast = bool(enabled)
         for m in self.modules():
             if isinstance(m, MSDeformAttn):
